@@ -14,10 +14,14 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define CONFIG_ERR_MAX 8192   /* error buffer: many "file:line:col: ..." lines */
-#define CONFIG_MAX_VARIANTS 16
-#define CONFIG_MAX_ENDPOINTS 64 /* per variant */
-#define CONFIG_MAX_RULES 32     /* shadow.compare rules */
+#define CONFIG_ERR_MAX       8192 /* error buffer: many "file:line:col: ..." lines */
+#define CONFIG_MAX_VARIANTS  16
+#define CONFIG_MAX_ENDPOINTS 64         /* per variant */
+#define CONFIG_MAX_RULES     32         /* shadow.compare rules */
+#define CONFIG_MAX_IGNORE    32         /* shadow.ignore paths */
+#define CONFIG_MAX_UIDS      64         /* admin.allow_uids */
+#define CONFIG_MAX_ERRORS    50         /* errors reported per load; the rest are counted */
+#define CONFIG_FILE_MAX      (1u << 20) /* a config file larger than 1 MiB is refused */
 
 enum config_strategy {
 	CONFIG_STRATEGY_SHADOW,
@@ -59,12 +63,24 @@ struct config_compare_rule {
 };
 
 struct config_health {
-	char *path;          /* default "/v2/health/ready" */
-	uint32_t interval_ms; /* default 2000 */
-	uint32_t timeout_ms;  /* default 1000 */
+	char *path;                   /* default "/v2/health/ready" */
+	uint32_t interval_ms;         /* default 2000 */
+	uint32_t timeout_ms;          /* default 1000 */
 	uint32_t healthy_threshold;   /* default 2 */
 	uint32_t unhealthy_threshold; /* default 3 */
 	int enabled;                  /* default 1 */
+};
+
+/* The client listener's TLS (issue 8): both or neither. */
+struct config_tls {
+	char *cert; /* PEM certificate chain, NULL = plain HTTP listener */
+	char *key;  /* PEM private key, non-NULL exactly when cert is */
+};
+
+/* TLS towards https:// endpoints (issue 8). */
+struct config_upstream_tls {
+	char *ca;   /* CA bundle file, NULL = the system's default store */
+	int verify; /* default 1: verify the peer's certificate and host name */
 };
 
 struct config_shadow {
@@ -75,36 +91,36 @@ struct config_shadow {
 	size_t n_rules;
 	char **ignore; /* top-level-or-path fields dropped before whole-body compare */
 	size_t n_ignore;
-	char *log_path;       /* disagreement JSONL log, NULL = off */
-	size_t log_body_max;  /* bytes of request body kept per line, default 4096 */
-	int redact;           /* 1 = never log bodies */
+	char *log_path;      /* disagreement JSONL log, NULL = off */
+	size_t log_body_max; /* bytes of request body kept per line, default 4096 */
+	int redact;          /* 1 = never log bodies */
 };
 
 struct config_limits {
-	size_t max_body;             /* default 16 MiB */
-	size_t max_header;           /* default 16 KiB */
-	uint32_t client_timeout_ms;  /* default 30 s */
+	size_t max_body;              /* default 16 MiB */
+	size_t max_header;            /* default 16 KiB */
+	uint32_t client_timeout_ms;   /* default 30 s */
 	uint32_t upstream_timeout_ms; /* default 5 s */
-	uint32_t max_connections;    /* default 20000 */
-	uint32_t max_inflight;       /* per worker, default 4096 */
-	uint32_t drain_timeout_ms;   /* default 10 s */
+	uint32_t max_connections;     /* default 20000 */
+	uint32_t max_inflight;        /* per worker, default 4096 */
+	uint32_t drain_timeout_ms;    /* default 10 s */
 };
 
 struct config {
-	char *file;           /* path as given */
-	char hash_hex[65];    /* sha256 of the file's bytes */
+	char *file;        /* path as given */
+	char hash_hex[65]; /* sha256 of the file's bytes */
 
-	char *listen_host; /* "0.0.0.0" */
+	char *listen_host; /* "0.0.0.0"; an IPv6 literal without brackets ("::1") */
 	int listen_port;
-	int workers; /* 0 = auto (one per CPU) */
+	int workers; /* 0 = auto (one per CPU), else 1..1024 */
 
-	char *admin_socket; /* NULL = no admin socket */
+	char *admin_socket;    /* NULL = no admin socket */
 	char *admin_http_host; /* NULL = no admin HTTP */
 	int admin_http_port;
 	char *admin_group; /* NULL = socket mode 0600, else 0660 + chgrp */
 	uid_t *admin_allow_uids;
 	size_t n_admin_allow_uids; /* 0 = any uid that can open the socket */
-	char *admin_audit_log; /* NULL = stderr */
+	char *admin_audit_log;     /* NULL = stderr */
 
 	char *state_file; /* NULL = runtime overrides are not persisted */
 
@@ -112,20 +128,22 @@ struct config {
 	size_t n_variants;
 
 	enum config_strategy strategy;
-	size_t stable;    /* index into variants */
+	size_t stable;     /* index into variants */
 	ssize_t candidate; /* index into variants, -1 = none */
 
 	uint32_t canary_percent_bp; /* basis points 0..10000 */
 	enum config_sticky sticky;
 	char *sticky_name;
-	char *salt;
+	char *salt; /* never NULL, default "" */
 
 	struct config_shadow shadow;
 	char *override_header; /* default "X-Turnout-Variant", NULL = disabled */
 	struct config_limits limits;
 	struct config_health health;
+	struct config_tls tls;
+	struct config_upstream_tls upstream_tls;
 
-	char *access_log; /* NULL/"off", "stderr", or a path */
+	char *access_log; /* NULL = off, "stderr", or a path */
 	char *log_level;  /* "debug" | "info" | "warn" | "error", default "info" */
 };
 
@@ -138,8 +156,8 @@ struct config {
 struct config *config_load(const char *path, char *err, size_t errlen);
 
 /* Same, from a buffer; name is used in error messages in place of a path. */
-struct config *config_load_buffer(const char *name, const char *buf, size_t len,
-                                  char *err, size_t errlen);
+struct config *config_load_buffer(const char *name, const char *buf, size_t len, char *err,
+                                  size_t errlen);
 
 /* Free a config and everything it owns. Accepts NULL. */
 void config_free(struct config *cfg);
@@ -151,9 +169,12 @@ ssize_t config_variant_index(const struct config *cfg, const char *name);
 const char *config_strategy_name(enum config_strategy s);
 
 /*
- * Parse a size with optional unit (B, KiB, MiB, GiB, KB, MB, GB, k, m, g) or a
- * duration (us, ms, s, m, h; a bare number is seconds). Return 0 and set *out,
- * or -1 with a reason in err.
+ * Parse a size: digits, optionally one space, then a unit: B; KiB, MiB, GiB
+ * (powers of 1024); kB/KB/k, MB/M, GB/G (powers of 1000); a bare number is
+ * bytes. Or a duration: digits with up to 6 decimals, then us, ms, s, m or h
+ * (a bare number is seconds; microseconds round up to whole milliseconds).
+ * Return 0 and set *out, or -1 with a reason in err (a NUL-terminated
+ * sentence fragment such as "unknown unit \"XB\"").
  */
 int config_parse_size(const char *s, size_t *out, char *err, size_t errlen);
 int config_parse_duration_ms(const char *s, uint32_t *out, char *err, size_t errlen);
