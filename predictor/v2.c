@@ -1,0 +1,715 @@
+/*
+ * v2.c - KServe V2 / Open Inference Protocol JSON codec (see v2.h).
+ *
+ * Requests are parsed with jansson and checked field by field against the
+ * model signature, so every refusal names the field ("inputs[0].shape: ...").
+ * Responses are written by hand through a small stack buffer into one
+ * evbuffer: the infer response is the hot path and a jansson tree per reply
+ * would cost an allocation per number.
+ */
+#include "v2.h"
+
+#include <event2/buffer.h>
+#include <float.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- errors ------------------------------------------------------------ */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || errlen == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+char *v2_shape_str(char *buf, size_t buflen, int ndim, const int64_t *dims)
+{
+	size_t n = 0;
+	if (buflen == 0)
+		return buf;
+	buf[0] = 0;
+	n += (size_t)snprintf(buf + n, buflen - n, "[");
+	for (int i = 0; i < ndim && n < buflen; i++) {
+		if (dims[i] < 0)
+			n += (size_t)snprintf(buf + n, buflen - n, "%sN", i ? "," : "");
+		else
+			n += (size_t)snprintf(buf + n, buflen - n, "%s%" PRId64, i ? "," : "",
+			                      dims[i]);
+	}
+	if (n < buflen)
+		snprintf(buf + n, buflen - n, "]");
+	return buf;
+}
+
+/*
+ * jansson reports NaN/Infinity (which Python's json.dumps happily writes) as
+ * an "invalid token"; say what it really is.
+ */
+static int looks_non_finite(const char *body, size_t len, size_t pos)
+{
+	static const char *const words[] = {"NaN", "nan", "Infinity", "inf", "Inf"};
+	size_t lo = pos > 16 ? pos - 16 : 0;
+	size_t hi = pos + 16 < len ? pos + 16 : len;
+	for (size_t i = lo; i < hi; i++) {
+		for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
+			size_t wl = strlen(words[w]);
+			if (i + wl <= hi && memcmp(body + i, words[w], wl) == 0)
+				return 1;
+		}
+	}
+	return 0;
+}
+
+static void json_error_msg(const char *body, size_t len, const json_error_t *je, char *err,
+                           size_t errlen)
+{
+	if (strstr(je->text, "invalid token") && looks_non_finite(body, len, (size_t)je->position))
+		set_err(err, errlen,
+		        "malformed JSON at line %d, column %d: NaN and Infinity are not valid "
+		        "JSON numbers (input values must be finite)",
+		        je->line, je->column);
+	else
+		set_err(err, errlen, "malformed JSON at line %d, column %d: %s", je->line,
+		        je->column, je->text);
+}
+
+/* ---- request parsing ---------------------------------------------------- */
+
+void v2_request_free(struct v2_request *req)
+{
+	if (!req)
+		return;
+	if (req->inputs) {
+		for (size_t i = 0; i < req->n_inputs; i++)
+			tensor_free(req->inputs[i]);
+		free(req->inputs);
+	}
+	free(req->want);
+	free(req->id);
+	free(req);
+}
+
+static const char *json_kind(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+		return "an integer";
+	case JSON_REAL:
+		return "a real number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	case JSON_NULL:
+		break;
+	}
+	return "null";
+}
+
+/* Store one JSON scalar v as element k of t; 0, or -1 with err. */
+static int put_value(struct tensor *t, size_t k, const json_t *v, size_t idx, char *err,
+                     size_t errlen)
+{
+	const char *want = "a number";
+	switch (t->dtype) {
+	case TENSOR_FLOAT:
+	case TENSOR_DOUBLE: {
+		if (!json_is_number(v))
+			break;
+		double d = json_number_value(v);
+		if (!isfinite(d) || (t->dtype == TENSOR_FLOAT && fabs(d) > FLT_MAX)) {
+			set_err(err, errlen, "inputs[%zu].data[%zu]: %g is out of %s range", idx, k,
+			        d, tensor_dtype_v2_name(t->dtype));
+			return -1;
+		}
+		if (t->dtype == TENSOR_FLOAT)
+			((float *)t->data)[k] = (float)d;
+		else
+			((double *)t->data)[k] = d;
+		return 0;
+	}
+	case TENSOR_INT64:
+	case TENSOR_INT32:
+	case TENSOR_INT8:
+	case TENSOR_UINT8: {
+		want = "an integer";
+		if (!json_is_integer(v))
+			break;
+		json_int_t x = json_integer_value(v);
+		int64_t lo = t->dtype == TENSOR_INT32   ? INT32_MIN
+		             : t->dtype == TENSOR_INT8  ? INT8_MIN
+		             : t->dtype == TENSOR_UINT8 ? 0
+		                                        : INT64_MIN;
+		int64_t hi = t->dtype == TENSOR_INT32   ? INT32_MAX
+		             : t->dtype == TENSOR_INT8  ? INT8_MAX
+		             : t->dtype == TENSOR_UINT8 ? UINT8_MAX
+		                                        : INT64_MAX;
+		if (x < lo || x > hi) {
+			set_err(err, errlen, "inputs[%zu].data[%zu]: %lld is out of %s range", idx,
+			        k, (long long)x, tensor_dtype_v2_name(t->dtype));
+			return -1;
+		}
+		if (t->dtype == TENSOR_INT64)
+			((int64_t *)t->data)[k] = x;
+		else if (t->dtype == TENSOR_INT32)
+			((int32_t *)t->data)[k] = (int32_t)x;
+		else if (t->dtype == TENSOR_INT8)
+			((int8_t *)t->data)[k] = (int8_t)x;
+		else
+			((uint8_t *)t->data)[k] = (uint8_t)x;
+		return 0;
+	}
+	case TENSOR_BOOL:
+		want = "a boolean";
+		if (!json_is_boolean(v))
+			break;
+		((uint8_t *)t->data)[k] = json_is_true(v) ? 1 : 0;
+		return 0;
+	case TENSOR_UNDEFINED:
+		set_err(err, errlen, "inputs[%zu]: unsupported datatype", idx);
+		return -1;
+	}
+	set_err(err, errlen, "inputs[%zu].data[%zu]: expected %s, got %s", idx, k, want,
+	        json_kind(v));
+	return -1;
+}
+
+/*
+ * Walk data (flat or nested arrays, row-major) into t. *count is the number
+ * of scalars seen; values past t->nelem are only counted, so that a wrong
+ * element count can be reported exactly.
+ */
+static int fill(struct tensor *t, const json_t *v, size_t *count, int depth, size_t idx, char *err,
+                size_t errlen)
+{
+	if (depth > V2_MAX_JSON_DEPTH) {
+		set_err(err, errlen, "inputs[%zu].data: nested deeper than %d", idx,
+		        V2_MAX_JSON_DEPTH);
+		return -1;
+	}
+	if (json_is_array(v)) {
+		size_t n = json_array_size(v);
+		for (size_t i = 0; i < n; i++)
+			if (fill(t, json_array_get(v, i), count, depth + 1, idx, err, errlen) < 0)
+				return -1;
+		return 0;
+	}
+	if (*count < t->nelem && put_value(t, *count, v, idx, err, errlen) < 0)
+		return -1;
+	(*count)++;
+	return 0;
+}
+
+static int parse_shape(const json_t *js, size_t idx, int *ndim, int64_t *dims, char *err,
+                       size_t errlen)
+{
+	if (!json_is_array(js)) {
+		set_err(err, errlen, "inputs[%zu].shape: %s", idx,
+		        js ? "expected an array of integers" : "missing");
+		return -1;
+	}
+	size_t n = json_array_size(js);
+	if (n > TENSOR_MAX_DIMS) {
+		set_err(err, errlen, "inputs[%zu].shape: %zu dimensions, at most %d allowed", idx,
+		        n, TENSOR_MAX_DIMS);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const json_t *d = json_array_get(js, i);
+		if (!json_is_integer(d) || json_integer_value(d) < 0) {
+			set_err(err, errlen,
+			        "inputs[%zu].shape[%zu]: expected a non-negative integer, got %s",
+			        idx, i, json_kind(d));
+			return -1;
+		}
+		dims[i] = json_integer_value(d);
+	}
+	*ndim = (int)n;
+	return 0;
+}
+
+/* Check a request shape against the signature; 0 or -1 with err. */
+static int check_shape(const struct onnx_value_info *vi, size_t idx, int ndim, const int64_t *dims,
+                       char *err, size_t errlen)
+{
+	char want[128], got[128];
+	int ok = vi->ndim == 0 || vi->ndim == ndim;
+	for (int i = 0; ok && vi->ndim && i < ndim; i++)
+		if (vi->dims[i] >= 0 && vi->dims[i] != dims[i])
+			ok = 0;
+	if (!ok) {
+		set_err(err, errlen, "inputs[%zu].shape: expected %s, got %s", idx,
+		        v2_shape_str(want, sizeof(want), vi->ndim, vi->dims),
+		        v2_shape_str(got, sizeof(got), ndim, dims));
+		return -1;
+	}
+	uint64_t nelem = 1;
+	for (int i = 0; i < ndim; i++) {
+		if (dims[i] == 0) {
+			set_err(err, errlen,
+			        "inputs[%zu].shape: dimension %d is 0 (batch must be >= 1)", idx,
+			        i);
+			return -1;
+		}
+		if ((uint64_t)dims[i] > V2_MAX_ELEMENTS ||
+		    nelem * (uint64_t)dims[i] > V2_MAX_ELEMENTS) {
+			set_err(err, errlen,
+			        "inputs[%zu].shape: %s is over the limit of %u elements", idx,
+			        v2_shape_str(got, sizeof(got), ndim, dims), V2_MAX_ELEMENTS);
+			return -1;
+		}
+		nelem *= (uint64_t)dims[i];
+	}
+	return 0;
+}
+
+static size_t find_name(const struct onnx_value_info *const *vis, size_t n, const char *name)
+{
+	for (size_t j = 0; j < n; j++)
+		if (vis[j]->name && strcmp(vis[j]->name, name) == 0)
+			return j;
+	return n;
+}
+
+static int parse_input(const struct v2_sig *sig, struct v2_request *req, const json_t *in,
+                       size_t idx, char *err, size_t errlen)
+{
+	if (!json_is_object(in)) {
+		set_err(err, errlen, "inputs[%zu]: expected an object, got %s", idx, json_kind(in));
+		return -1;
+	}
+	const char *name = json_string_value(json_object_get(in, "name"));
+	if (!name) {
+		set_err(err, errlen, "inputs[%zu].name: missing or not a string", idx);
+		return -1;
+	}
+	size_t j = find_name(sig->inputs, sig->n_inputs, name);
+	if (j == sig->n_inputs) {
+		set_err(err, errlen,
+		        "inputs[%zu].name: unknown input '%.64s' (model input%s: %s%s)", idx, name,
+		        sig->n_inputs > 1 ? "s" : "", sig->n_inputs ? sig->inputs[0]->name : "none",
+		        sig->n_inputs > 1 ? ", ..." : "");
+		return -1;
+	}
+	if (req->inputs[j]) {
+		set_err(err, errlen, "inputs[%zu].name: input '%s' given twice", idx, name);
+		return -1;
+	}
+	const struct onnx_value_info *vi = sig->inputs[j];
+	const char *dt = json_string_value(json_object_get(in, "datatype"));
+	const char *want_dt = tensor_dtype_v2_name(vi->dtype);
+	if (!dt) {
+		set_err(err, errlen, "inputs[%zu].datatype: missing or not a string", idx);
+		return -1;
+	}
+	if (!want_dt || strcmp(dt, want_dt) != 0) {
+		set_err(err, errlen, "inputs[%zu].datatype: expected %s, got %.32s", idx,
+		        want_dt ? want_dt : "(unsupported)", dt);
+		return -1;
+	}
+	int ndim = 0;
+	int64_t dims[TENSOR_MAX_DIMS];
+	if (parse_shape(json_object_get(in, "shape"), idx, &ndim, dims, err, errlen) < 0 ||
+	    check_shape(vi, idx, ndim, dims, err, errlen) < 0)
+		return -1;
+	const json_t *data = json_object_get(in, "data");
+	if (!data) {
+		set_err(err, errlen, "inputs[%zu].data: missing", idx);
+		return -1;
+	}
+	struct tensor *t = tensor_new(vi->name, vi->dtype, ndim, dims);
+	if (!t) {
+		set_err(err, errlen, "inputs[%zu]: out of memory", idx);
+		return -1;
+	}
+	req->inputs[j] = t;
+	size_t count = 0;
+	if (fill(t, data, &count, 0, idx, err, errlen) < 0)
+		return -1;
+	if (count != t->nelem) {
+		char got[128];
+		set_err(err, errlen, "inputs[%zu].data: shape %s needs %zu values, got %zu", idx,
+		        v2_shape_str(got, sizeof(got), ndim, dims), t->nelem, count);
+		return -1;
+	}
+	return 0;
+}
+
+static int parse_outputs(const struct v2_sig *sig, struct v2_request *req, const json_t *outs,
+                         char *err, size_t errlen)
+{
+	if (!outs) {
+		memset(req->want, 1, req->n_outputs);
+		return 0;
+	}
+	if (!json_is_array(outs)) {
+		set_err(err, errlen, "outputs: expected an array, got %s", json_kind(outs));
+		return -1;
+	}
+	for (size_t i = 0; i < json_array_size(outs); i++) {
+		const json_t *o = json_array_get(outs, i);
+		const char *name = json_string_value(json_object_get(o, "name"));
+		if (!json_is_object(o) || !name) {
+			set_err(err, errlen, "outputs[%zu].name: missing or not a string", i);
+			return -1;
+		}
+		size_t j = find_name(sig->outputs, sig->n_outputs, name);
+		if (j == sig->n_outputs) {
+			set_err(err, errlen, "outputs[%zu].name: unknown output '%.64s'", i, name);
+			return -1;
+		}
+		req->want[j] = 1;
+	}
+	return 0;
+}
+
+static int parse_top(const struct v2_sig *sig, struct v2_request *req, const json_t *root,
+                     char *err, size_t errlen)
+{
+	if (!json_is_object(root)) {
+		set_err(err, errlen, "request: expected a JSON object, got %s", json_kind(root));
+		return -1;
+	}
+	const json_t *id = json_object_get(root, "id");
+	if (id) {
+		if (!json_is_string(id) || json_string_length(id) > V2_MAX_ID_LEN) {
+			set_err(err, errlen, "id: expected a string of at most %d bytes",
+			        V2_MAX_ID_LEN);
+			return -1;
+		}
+		if (!(req->id = strdup(json_string_value(id)))) {
+			set_err(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	const json_t *params = json_object_get(root, "parameters");
+	if (params && !json_is_object(params)) {
+		set_err(err, errlen, "parameters: expected an object, got %s", json_kind(params));
+		return -1;
+	}
+	const json_t *inputs = json_object_get(root, "inputs");
+	if (!json_is_array(inputs) || json_array_size(inputs) == 0) {
+		set_err(err, errlen, "inputs: %s",
+		        inputs ? "expected a non-empty array" : "missing");
+		return -1;
+	}
+	if (json_array_size(inputs) > V2_MAX_INPUTS) {
+		set_err(err, errlen, "inputs: more than %d inputs", V2_MAX_INPUTS);
+		return -1;
+	}
+	for (size_t i = 0; i < json_array_size(inputs); i++)
+		if (parse_input(sig, req, json_array_get(inputs, i), i, err, errlen) < 0)
+			return -1;
+	for (size_t j = 0; j < sig->n_inputs; j++) {
+		if (!req->inputs[j]) {
+			set_err(err, errlen, "inputs: missing input '%s'", sig->inputs[j]->name);
+			return -1;
+		}
+	}
+	if (parse_outputs(sig, req, json_object_get(root, "outputs"), err, errlen) < 0)
+		return -1;
+	const struct tensor *first = req->n_inputs ? req->inputs[0] : NULL;
+	req->batch = first && first->ndim > 0 ? first->dims[0] : 1;
+	return 0;
+}
+
+struct v2_request *v2_request_parse(const struct v2_sig *sig, const char *body, size_t len,
+                                    char *err, size_t errlen)
+{
+	json_error_t je;
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	if (!root) {
+		json_error_msg(body, len, &je, err, errlen);
+		return NULL;
+	}
+	struct v2_request *req = calloc(1, sizeof(*req));
+	if (!req)
+		goto oom;
+	req->n_inputs = sig->n_inputs;
+	req->n_outputs = sig->n_outputs;
+	req->inputs = calloc(sig->n_inputs ? sig->n_inputs : 1, sizeof(req->inputs[0]));
+	req->want = calloc(sig->n_outputs ? sig->n_outputs : 1, 1);
+	if (!req->inputs || !req->want)
+		goto oom;
+	if (parse_top(sig, req, root, err, errlen) < 0)
+		goto fail;
+	json_decref(root);
+	return req;
+oom:
+	set_err(err, errlen, "out of memory");
+fail:
+	v2_request_free(req);
+	json_decref(root);
+	return NULL;
+}
+
+/* ---- rendering ---------------------------------------------------------- */
+
+/* Output staging: numbers are formatted into buf, flushed to out in big pieces. */
+struct jw {
+	struct evbuffer *out;
+	size_t n;
+	int failed;
+	char buf[8192];
+};
+
+static void jw_init(struct jw *w, struct evbuffer *out)
+{
+	w->out = out;
+	w->n = 0;
+	w->failed = 0;
+}
+
+static void jw_flush(struct jw *w)
+{
+	if (w->n && !w->failed && evbuffer_add(w->out, w->buf, w->n) < 0)
+		w->failed = 1;
+	w->n = 0;
+}
+
+static void jw_put(struct jw *w, const char *s, size_t len)
+{
+	if (w->n + len > sizeof(w->buf))
+		jw_flush(w);
+	if (len > sizeof(w->buf)) {
+		if (!w->failed && evbuffer_add(w->out, s, len) < 0)
+			w->failed = 1;
+		return;
+	}
+	memcpy(w->buf + w->n, s, len);
+	w->n += len;
+}
+
+static void jw_str(struct jw *w, const char *s)
+{
+	jw_put(w, s, strlen(s));
+}
+
+/* Room for one formatted number; flushes first when the buffer is nearly full. */
+static char *jw_room(struct jw *w, size_t need)
+{
+	if (w->n + need > sizeof(w->buf))
+		jw_flush(w);
+	return w->buf + w->n;
+}
+
+static void jw_i64(struct jw *w, int64_t x)
+{
+	char *p = jw_room(w, 24);
+	w->n += (size_t)snprintf(p, 24, "%" PRId64, x);
+}
+
+static void jw_f64(struct jw *w, double d)
+{
+	if (!isfinite(d)) {
+		jw_put(w, "null", 4);
+		return;
+	}
+	char *p = jw_room(w, 32);
+	w->n += (size_t)snprintf(p, 32, "%.9g", d);
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_len(const unsigned char *s, size_t avail)
+{
+	size_t n = s[0] < 0x80             ? 1
+	           : (s[0] & 0xe0) == 0xc0 ? 2
+	           : (s[0] & 0xf0) == 0xe0 ? 3
+	           : (s[0] & 0xf8) == 0xf0 ? 4
+	                                   : 0;
+	if (n == 0 || n > avail || (n == 2 && s[0] < 0xc2))
+		return 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+static void jw_json_string(struct jw *w, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t len = strlen(str);
+	jw_put(w, "\"", 1);
+	for (size_t i = 0; i < len;) {
+		unsigned char c = s[i];
+		if (c == '"' || c == '\\') {
+			char e[2] = {'\\', (char)c};
+			jw_put(w, e, 2);
+			i++;
+		} else if (c < 0x20) {
+			char e[8];
+			snprintf(e, sizeof(e), "\\u%04x", c);
+			jw_put(w, e, 6);
+			i++;
+		} else {
+			size_t n = utf8_len(s + i, len - i);
+			if (n == 0) {
+				jw_str(w, "\\ufffd"); /* never emit invalid UTF-8 */
+				i++;
+			} else {
+				jw_put(w, str + i, n);
+				i += n;
+			}
+		}
+	}
+	jw_put(w, "\"", 1);
+}
+
+static void jw_shape(struct jw *w, int ndim, const int64_t *dims)
+{
+	jw_put(w, "[", 1);
+	for (int i = 0; i < ndim; i++) {
+		if (i)
+			jw_put(w, ",", 1);
+		jw_i64(w, dims[i] < 0 ? -1 : dims[i]);
+	}
+	jw_put(w, "]", 1);
+}
+
+static void jw_data(struct jw *w, const struct tensor *t)
+{
+	jw_put(w, "[", 1);
+	for (size_t i = 0; i < t->nelem; i++) {
+		if (i)
+			jw_put(w, ",", 1);
+		switch (t->dtype) {
+		case TENSOR_FLOAT:
+			jw_f64(w, ((const float *)t->data)[i]);
+			break;
+		case TENSOR_DOUBLE:
+			jw_f64(w, ((const double *)t->data)[i]);
+			break;
+		case TENSOR_INT64:
+			jw_i64(w, ((const int64_t *)t->data)[i]);
+			break;
+		case TENSOR_INT32:
+			jw_i64(w, ((const int32_t *)t->data)[i]);
+			break;
+		case TENSOR_INT8:
+			jw_i64(w, ((const int8_t *)t->data)[i]);
+			break;
+		case TENSOR_UINT8:
+			jw_i64(w, ((const uint8_t *)t->data)[i]);
+			break;
+		case TENSOR_BOOL:
+			jw_str(w, ((const uint8_t *)t->data)[i] ? "true" : "false");
+			break;
+		case TENSOR_UNDEFINED:
+			jw_put(w, "null", 4);
+			break;
+		}
+	}
+	jw_put(w, "]", 1);
+}
+
+static const char *dtype_name(enum tensor_dtype t)
+{
+	const char *s = tensor_dtype_v2_name(t);
+	return s ? s : "UNDEFINED";
+}
+
+static void jw_model_head(struct jw *w, const struct v2_sig *sig)
+{
+	jw_str(w, "{\"model_name\":");
+	jw_json_string(w, sig->model_name);
+	jw_str(w, ",\"model_version\":");
+	jw_json_string(w, sig->model_version);
+}
+
+int v2_response_render(const struct v2_sig *sig, const struct v2_request *req,
+                       struct tensor *const *outputs, struct evbuffer *out)
+{
+	struct jw wb, *w = &wb; /* 8 KiB on the worker's stack, no allocation */
+	jw_init(w, out);
+	jw_model_head(w, sig);
+	if (req->id) {
+		jw_str(w, ",\"id\":");
+		jw_json_string(w, req->id);
+	}
+	jw_str(w, ",\"outputs\":[");
+	int first = 1;
+	for (size_t j = 0; j < sig->n_outputs; j++) {
+		const struct tensor *t = outputs[j];
+		if (!req->want[j] || !t)
+			continue;
+		jw_str(w, first ? "{\"name\":" : ",{\"name\":");
+		first = 0;
+		jw_json_string(w, sig->outputs[j]->name);
+		jw_str(w, ",\"datatype\":\"");
+		jw_str(w, dtype_name(t->dtype));
+		jw_str(w, "\",\"shape\":");
+		jw_shape(w, t->ndim, t->dims);
+		jw_str(w, ",\"data\":");
+		jw_data(w, t);
+		jw_put(w, "}", 1);
+	}
+	jw_str(w, "]}");
+	jw_flush(w);
+	return w->failed ? -1 : 0;
+}
+
+static void jw_value_infos(struct jw *w, const struct onnx_value_info *const *vis, size_t n)
+{
+	jw_put(w, "[", 1);
+	for (size_t i = 0; i < n; i++) {
+		jw_str(w, i ? ",{\"name\":" : "{\"name\":");
+		jw_json_string(w, vis[i]->name ? vis[i]->name : "");
+		jw_str(w, ",\"datatype\":\"");
+		jw_str(w, dtype_name(vis[i]->dtype));
+		jw_str(w, "\",\"shape\":");
+		jw_shape(w, vis[i]->ndim, vis[i]->dims);
+		jw_put(w, "}", 1);
+	}
+	jw_put(w, "]", 1);
+}
+
+int v2_model_metadata_render(const struct v2_sig *sig, struct evbuffer *out)
+{
+	struct jw wb, *w = &wb; /* 8 KiB on the worker's stack, no allocation */
+	jw_init(w, out);
+	jw_str(w, "{\"name\":");
+	jw_json_string(w, sig->model_name);
+	jw_str(w, ",\"versions\":[");
+	jw_json_string(w, sig->model_version);
+	jw_str(w, "],\"platform\":\"onnx\",\"inputs\":");
+	jw_value_infos(w, sig->inputs, sig->n_inputs);
+	jw_str(w, ",\"outputs\":");
+	jw_value_infos(w, sig->outputs, sig->n_outputs);
+	jw_put(w, "}", 1);
+	jw_flush(w);
+	return w->failed ? -1 : 0;
+}
+
+int v2_json_string(struct evbuffer *out, const char *s)
+{
+	struct jw wb, *w = &wb; /* 8 KiB on the worker's stack, no allocation */
+	jw_init(w, out);
+	jw_json_string(w, s);
+	jw_flush(w);
+	return w->failed ? -1 : 0;
+}
+
+int v2_error_render(struct evbuffer *out, const char *msg)
+{
+	if (evbuffer_add(out, "{\"error\":", 9) < 0 || v2_json_string(out, msg) < 0 ||
+	    evbuffer_add(out, "}", 1) < 0)
+		return -1;
+	return 0;
+}
