@@ -39,6 +39,8 @@ struct seg {
 struct cpath {
 	char *text; /* as written, for messages and the log */
 	char *buf;  /* copy cut into NUL-terminated pieces that segs point into */
+	char *keys; /* inside buf, after the copy: the keys, NUL-terminated */
+	size_t keys_used;
 	size_t n;
 	struct seg segs[COMPARE_SEGMENTS_MAX];
 };
@@ -141,8 +143,14 @@ static int parse_key(struct cpath *p, char *s, size_t *i, char *err, size_t errl
 		set_err(err, errlen, "empty field name at offset %zu", *i);
 		return -1;
 	}
+	/* Keys are copied after the path text so that the '[' that may follow
+	 * stays in place for the bracket parser. */
+	char *key = p->keys + p->keys_used;
+	memcpy(key, s + *i, j - *i);
+	key[j - *i] = 0;
+	p->keys_used += j - *i + 1;
 	p->segs[p->n].kind = SEG_KEY;
-	p->segs[p->n].key = s + *i;
+	p->segs[p->n].key = key;
 	p->n++;
 	*i = j;
 	return 0;
@@ -167,14 +175,16 @@ static int cpath_compile(struct cpath *p, const char *text, char *err, size_t er
 		set_err(err, errlen, "path longer than %d bytes", COMPARE_PATH_MAX - 1);
 		return -1;
 	}
+	size_t len = strlen(text), i = 0;
 	p->text = strdup(text);
-	p->buf = strdup(text);
+	p->buf = malloc(2 * len + 2);
 	if (!p->text || !p->buf) {
 		set_err(err, errlen, "out of memory");
 		goto fail;
 	}
+	memcpy(p->buf, text, len + 1);
+	p->keys = p->buf + len + 1;
 	char *s = p->buf;
-	size_t len = strlen(s), i = 0;
 	int need_key = s[0] != '[';
 	while (i < len) {
 		if (p->n == COMPARE_SEGMENTS_MAX) {

@@ -1,0 +1,465 @@
+/*
+ * test_compare.c - unit tests for router/compare.c: paths, selectors, modes,
+ * tolerances, argmax ties, missing fields, type mismatches, whole-body JSON
+ * equality, non-JSON bodies, and huge or deeply nested input.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compare.h"
+
+/* A rule set from (path, mode, abs, rel) rows and ignore paths. */
+static struct compare_rules *rules_of(const struct config_compare_rule *rows, size_t n,
+                                      char **ignore, size_t n_ignore)
+{
+	struct config_shadow cfg = {0};
+	cfg.rules = (struct config_compare_rule *)rows;
+	cfg.n_rules = n;
+	cfg.ignore = ignore;
+	cfg.n_ignore = n_ignore;
+	char err[256] = "";
+	struct compare_rules *r = compare_rules_new(&cfg, err, sizeof(err));
+	if (!r)
+		fail_msg("compare_rules_new: %s", err);
+	return r;
+}
+
+static enum compare_result cmp(const struct compare_rules *r, const char *a, const char *b,
+                               struct compare_outcome *out)
+{
+	return compare_responses(r, 200, a, strlen(a), 200, b, strlen(b), out);
+}
+
+static void test_path_syntax(void **state)
+{
+	char err[192];
+	assert_int_equal(compare_path_check("a", err, sizeof(err)), 0);
+	assert_int_equal(compare_path_check("a.b.c", err, sizeof(err)), 0);
+	assert_int_equal(compare_path_check("a[0]", err, sizeof(err)), 0);
+	assert_int_equal(compare_path_check("[2].x", err, sizeof(err)), 0);
+	assert_int_equal(compare_path_check("outputs[name=label].data", err, sizeof(err)), 0);
+	assert_int_equal(compare_path_check("a[1][2]", err, sizeof(err)), 0);
+	const char *bad[] = {"",     "a.",    ".a", "a..b",  "a[",    "a[]",
+	                     "a[x]", "a[=v]", "a]", "a[0]b", "a[-1]", "a[0"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = 0;
+		if (compare_path_check(bad[i], err, sizeof(err)) != -1)
+			fail_msg("path '%s' accepted", bad[i]);
+		assert_true(strlen(err) > 0);
+	}
+	char longp[COMPARE_PATH_MAX + 10];
+	memset(longp, 'a', sizeof(longp) - 1);
+	longp[sizeof(longp) - 1] = 0;
+	assert_int_equal(compare_path_check(longp, err, sizeof(err)), -1);
+	char many[200] = "a";
+	for (int i = 0; i < 40; i++)
+		strcat(many, ".a");
+	assert_int_equal(compare_path_check(many, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "segments"));
+}
+
+static void test_rules_new_errors(void **state)
+{
+	struct config_compare_rule rows[2] = {{"a", CONFIG_COMPARE_EXACT, 0, 0},
+	                                      {"b[oops", CONFIG_COMPARE_EXACT, 0, 0}};
+	struct config_shadow cfg = {.rules = rows, .n_rules = 2};
+	char err[256] = "";
+	assert_null(compare_rules_new(&cfg, err, sizeof(err)));
+	assert_non_null(strstr(err, "shadow.compare[1].path"));
+	assert_non_null(strstr(err, "b[oops"));
+	char *ign[] = {"ok", "bad."};
+	struct config_shadow cfg2 = {.ignore = ign, .n_ignore = 2};
+	assert_null(compare_rules_new(&cfg2, err, sizeof(err)));
+	assert_non_null(strstr(err, "shadow.ignore[1]"));
+	rows[1].path = "b";
+	rows[1].abs_tolerance = -1;
+	assert_null(compare_rules_new(&cfg, err, sizeof(err)));
+	assert_non_null(strstr(err, "tolerance"));
+	struct compare_rules *none = compare_rules_new(NULL, err, sizeof(err));
+	assert_non_null(none);
+	assert_int_equal(compare_rules_count(none), 0);
+	compare_rules_free(none);
+	compare_rules_free(NULL);
+}
+
+static void test_selector_exact(void **state)
+{
+	struct config_compare_rule rows[] = {
+	    {"outputs[name=label].data", CONFIG_COMPARE_EXACT, 0, 0}};
+	struct compare_rules *r = rules_of(rows, 1, NULL, 0);
+	struct compare_outcome o;
+	const char *v1 = "{\"model_name\":\"a\",\"outputs\":[{\"name\":\"probabilities\","
+	                 "\"data\":[0.1,0.9]},{\"name\":\"label\",\"data\":[1]}]}";
+	/* Same label, different probabilities, other order, other model name: agree. */
+	const char *v2 = "{\"outputs\":[{\"name\":\"label\",\"data\":[1.0]},{\"name\":"
+	                 "\"probabilities\",\"data\":[0.3,0.7]}],\"model_name\":\"b\"}";
+	const char *v3 = "{\"outputs\":[{\"name\":\"label\",\"data\":[7]}]}";
+	assert_int_equal(cmp(r, v1, v2, &o), COMPARE_AGREE);
+	assert_int_equal(o.n_rules, 1);
+	assert_int_equal(o.rule_result[0], COMPARE_AGREE);
+	assert_int_equal(cmp(r, v1, v3, &o), COMPARE_DISAGREE);
+	assert_int_equal(o.where, COMPARE_WHERE_RULE);
+	assert_int_equal(o.rule, 0);
+	assert_string_equal(o.path, "outputs[name=label].data");
+	assert_string_equal(o.live_value, "[1]");
+	assert_string_equal(o.shadow_value, "[7]");
+	assert_int_equal(o.rule_result[0], COMPARE_DISAGREE);
+	compare_rules_free(r);
+}
+
+static void test_index_and_numeric_selector(void **state)
+{
+	struct config_compare_rule rows[] = {{"a.b[1]", CONFIG_COMPARE_EXACT, 0, 0},
+	                                     {"items[id=2].v", CONFIG_COMPARE_EXACT, 0, 0},
+	                                     {"flags[on=true].n", CONFIG_COMPARE_EXACT, 0, 0}};
+	struct compare_rules *r = rules_of(rows, 3, NULL, 0);
+	struct compare_outcome o;
+	const char *x = "{\"a\":{\"b\":[0,\"x\"]},\"items\":[{\"id\":1,\"v\":\"p\"},{\"id\":2,"
+	                "\"v\":\"q\"}],\"flags\":[{\"on\":false,\"n\":1},{\"on\":true,\"n\":2}]}";
+	const char *y = "{\"a\":{\"b\":[5,\"x\"]},\"items\":[{\"id\":2.0,\"v\":\"q\"},{\"id\":1,"
+	                "\"v\":\"z\"}],\"flags\":[{\"on\":true,\"n\":2}]}";
+	assert_int_equal(cmp(r, x, y, &o), COMPARE_AGREE);
+	const char *z = "{\"a\":{\"b\":[0,\"y\"]},\"items\":[{\"id\":2,\"v\":\"q\"}],\"flags\":"
+	                "[{\"on\":true,\"n\":3}]}";
+	assert_int_equal(cmp(r, x, z, &o), COMPARE_DISAGREE);
+	assert_int_equal(o.rule, 0); /* the first differing rule is reported */
+	assert_string_equal(o.live_value, "\"x\"");
+	assert_string_equal(o.shadow_value, "\"y\"");
+	assert_int_equal(o.rule_result[0], COMPARE_DISAGREE);
+	assert_int_equal(o.rule_result[1], COMPARE_AGREE);
+	assert_int_equal(o.rule_result[2], COMPARE_DISAGREE);
+	compare_rules_free(r);
+}
+
+static void test_missing_fields(void **state)
+{
+	struct config_compare_rule rows[] = {
+	    {"outputs[name=label].data", CONFIG_COMPARE_EXACT, 0, 0}};
+	struct compare_rules *r = rules_of(rows, 1, NULL, 0);
+	struct compare_outcome o;
+	const char *has = "{\"outputs\":[{\"name\":\"label\",\"data\":[3]}]}";
+	const char *lacks = "{\"outputs\":[{\"name\":\"other\",\"data\":[3]}]}";
+	assert_int_equal(cmp(r, has, lacks, &o), COMPARE_DISAGREE);
+	assert_string_equal(o.live_value, "[3]");
+	assert_string_equal(o.shadow_value, ""); /* missing */
+	assert_int_equal(cmp(r, lacks, has, &o), COMPARE_DISAGREE);
+	assert_string_equal(o.live_value, "");
+	/* missing from both answers: nothing to disagree about */
+	assert_int_equal(cmp(r, lacks, "{\"error\":\"x\"}", &o), COMPARE_AGREE);
+	/* path through a non-object / out-of-range index is missing, not a crash */
+	assert_int_equal(cmp(r, "{\"outputs\":5}", "[1,2]", &o), COMPARE_AGREE);
+	compare_rules_free(r);
+}
+
+static void test_numeric_tolerance(void **state)
+{
+	struct config_compare_rule rows[] = {{"p", CONFIG_COMPARE_NUMERIC, 1e-3, 0}};
+	struct compare_rules *r = rules_of(rows, 1, NULL, 0);
+	struct compare_outcome o;
+	assert_int_equal(cmp(r, "{\"p\":[0.5,0.25]}", "{\"p\":[0.5009,0.2491]}", &o),
+	                 COMPARE_AGREE);
+	assert_int_equal(cmp(r, "{\"p\":[0.5,0.25]}", "{\"p\":[0.5011,0.25]}", &o),
+	                 COMPARE_DISAGREE);
+	assert_string_equal(o.live_value, "[0.5,0.25]");
+	assert_string_equal(o.shadow_value, "[0.5011,0.25]");
+	/* lengths differ */
+	assert_int_equal(cmp(r, "{\"p\":[0.5]}", "{\"p\":[0.5,0.5]}", &o), COMPARE_DISAGREE);
+	/* type mismatch inside numeric: a string is not close to a number */
+	assert_int_equal(cmp(r, "{\"p\":[0.5]}", "{\"p\":[\"0.5\"]}", &o), COMPARE_DISAGREE);
+	assert_int_equal(cmp(r, "{\"p\":1}", "{\"p\":1.0005}", &o), COMPARE_AGREE);
+	compare_rules_free(r);
+
+	/* relative: 1% of the larger magnitude */
+	struct config_compare_rule rel[] = {{"p", CONFIG_COMPARE_NUMERIC, 0, 0.01}};
+	r = rules_of(rel, 1, NULL, 0);
+	assert_int_equal(cmp(r, "{\"p\":1000}", "{\"p\":1009}", &o), COMPARE_AGREE);
+	assert_int_equal(cmp(r, "{\"p\":1000}", "{\"p\":1011}", &o), COMPARE_DISAGREE);
+	assert_int_equal(cmp(r, "{\"p\":-1000}", "{\"p\":-990}", &o), COMPARE_AGREE);
+	/* relative alone never accepts 0 against non-zero: that needs abs_tolerance */
+	assert_int_equal(cmp(r, "{\"p\":0}", "{\"p\":1e-300}", &o), COMPARE_DISAGREE);
+	assert_int_equal(cmp(r, "{\"p\":0}", "{\"p\":0.0}", &o), COMPARE_AGREE);
+	assert_int_equal(cmp(r, "{\"p\":0}", "{\"p\":0.1}", &o), COMPARE_DISAGREE);
+	compare_rules_free(r);
+
+	/* exact mode has no tolerance even for tiny differences */
+	struct config_compare_rule ex[] = {{"p", CONFIG_COMPARE_EXACT, 1, 1}};
+	r = rules_of(ex, 1, NULL, 0);
+	assert_int_equal(cmp(r, "{\"p\":0.5}", "{\"p\":0.5000001}", &o), COMPARE_DISAGREE);
+	assert_int_equal(cmp(r, "{\"p\":2}", "{\"p\":2.0}", &o), COMPARE_AGREE);
+	compare_rules_free(r);
+}
+
+static void test_argmax(void **state)
+{
+	struct config_compare_rule rows[] = {{"p", CONFIG_COMPARE_ARGMAX, 0, 0}};
+	struct compare_rules *r = rules_of(rows, 1, NULL, 0);
+	struct compare_outcome o;
+	assert_int_equal(cmp(r, "{\"p\":[0.1,0.7,0.2]}", "{\"p\":[0.3,0.4,0.3]}", &o),
+	                 COMPARE_AGREE);
+	assert_int_equal(cmp(r, "{\"p\":[0.1,0.7,0.2]}", "{\"p\":[0.5,0.4,0.1]}", &o),
+	                 COMPARE_DISAGREE);
+	/* ties: the first maximum wins, so [1,1] has argmax 0 */
+	assert_int_equal(cmp(r, "{\"p\":[0.5,0.5]}", "{\"p\":[0.9,0.1]}", &o), COMPARE_AGREE);
+	assert_int_equal(cmp(r, "{\"p\":[0.5,0.5]}", "{\"p\":[0.1,0.9]}", &o), COMPARE_DISAGREE);
+	assert_int_equal(cmp(r, "{\"p\":[-3,-1,-1]}", "{\"p\":[0,5,5]}", &o), COMPARE_AGREE);
+	/* not an array of numbers: an error naming the side */
+	assert_int_equal(cmp(r, "{\"p\":[0.5,0.5]}", "{\"p\":\"zero\"}", &o), COMPARE_ERROR);
+	assert_non_null(strstr(o.error, "shadow value"));
+	assert_int_equal(o.rule_result[0], COMPARE_ERROR);
+	assert_int_equal(cmp(r, "{\"p\":[]}", "{\"p\":[1]}", &o), COMPARE_ERROR);
+	assert_non_null(strstr(o.error, "live value"));
+	assert_int_equal(cmp(r, "{\"p\":[1,null]}", "{\"p\":[1]}", &o), COMPARE_ERROR);
+	compare_rules_free(r);
+}
+
+/* A disagreement on one rule wins over an error on another; errors count per rule. */
+static void test_disagree_beats_error(void **state)
+{
+	struct config_compare_rule rows[] = {{"p", CONFIG_COMPARE_ARGMAX, 0, 0},
+	                                     {"l", CONFIG_COMPARE_EXACT, 0, 0}};
+	struct compare_rules *r = rules_of(rows, 2, NULL, 0);
+	struct compare_outcome o;
+	assert_int_equal(cmp(r, "{\"p\":\"x\",\"l\":1}", "{\"p\":[1],\"l\":2}", &o),
+	                 COMPARE_DISAGREE);
+	assert_int_equal(o.rule, 1);
+	assert_int_equal(o.rule_result[0], COMPARE_ERROR);
+	assert_int_equal(o.rule_result[1], COMPARE_DISAGREE);
+	assert_int_equal(cmp(r, "{\"p\":\"x\",\"l\":1}", "{\"p\":[1],\"l\":1}", &o), COMPARE_ERROR);
+	assert_int_equal(o.rule, 0);
+	compare_rules_free(r);
+}
+
+static void test_whole_body(void **state)
+{
+	struct compare_rules *r = rules_of(NULL, 0, NULL, 0);
+	struct compare_outcome o;
+	/* key order and number formatting do not matter */
+	assert_int_equal(cmp(r, "{\"a\":1,\"b\":[1,2.5,{\"c\":null}]}",
+	                     " { \"b\" : [1.0, 25e-1, {\"c\":null}], \"a\": 1e0 } ", &o),
+	                 COMPARE_AGREE);
+	assert_int_equal(
+	    cmp(r, "{\"a\":1,\"b\":[1,2,{\"c\":true}]}", "{\"a\":1,\"b\":[1,2,{\"c\":false}]}", &o),
+	    COMPARE_DISAGREE);
+	assert_int_equal(o.where, COMPARE_WHERE_BODY);
+	assert_string_equal(o.path, "b[2].c");
+	assert_string_equal(o.live_value, "true");
+	assert_string_equal(o.shadow_value, "false");
+	/* a key only one side has */
+	assert_int_equal(cmp(r, "{\"a\":1}", "{\"a\":1,\"z\":[1]}", &o), COMPARE_DISAGREE);
+	assert_string_equal(o.path, "z");
+	assert_string_equal(o.live_value, "");
+	assert_string_equal(o.shadow_value, "[1]");
+	assert_int_equal(cmp(r, "{\"a\":1,\"y\":2}", "{\"a\":1}", &o), COMPARE_DISAGREE);
+	assert_string_equal(o.path, "y");
+	/* type mismatch at the root */
+	assert_int_equal(cmp(r, "[1]", "{\"0\":1}", &o), COMPARE_DISAGREE);
+	assert_string_equal(o.path, "");
+	/* scalars at the root and strings with the same prefix */
+	assert_int_equal(cmp(r, "\"abc\"", "\"abcd\"", &o), COMPARE_DISAGREE);
+	assert_int_equal(cmp(r, "null", "null", &o), COMPARE_AGREE);
+	/* big integers beyond 64 bits still parse (as reals) */
+	assert_int_equal(cmp(r, "[123456789012345678901234567890]", "[1.2345678901234568e29]", &o),
+	                 COMPARE_AGREE);
+	compare_rules_free(r);
+}
+
+static void test_ignore(void **state)
+{
+	char *ign[] = {"id", "model_version", "outputs[name=timing]", "meta.t[0]"};
+	struct compare_rules *r = rules_of(NULL, 0, ign, 4);
+	struct compare_outcome o;
+	const char *a = "{\"id\":\"1\",\"model_version\":\"1\",\"outputs\":[{\"name\":\"timing\","
+	                "\"data\":[3]},{\"name\":\"label\",\"data\":[4]}],\"meta\":{\"t\":[1,2]}}";
+	const char *b = "{\"id\":\"2\",\"model_version\":\"2\",\"outputs\":[{\"name\":\"label\","
+	                "\"data\":[4]},{\"name\":\"timing\",\"data\":[9]}],\"meta\":{\"t\":[7,2]}}";
+	assert_int_equal(cmp(r, a, b, &o), COMPARE_AGREE);
+	const char *c = "{\"id\":\"2\",\"outputs\":[{\"name\":\"label\",\"data\":[5]}],\"meta\":"
+	                "{\"t\":[7,2]}}";
+	assert_int_equal(cmp(r, a, c, &o), COMPARE_DISAGREE);
+	assert_string_equal(o.path, "outputs[0].data[0]");
+	assert_string_equal(o.live_value, "4");
+	assert_string_equal(o.shadow_value, "5");
+	compare_rules_free(r);
+}
+
+static void test_status_always_compared(void **state)
+{
+	struct compare_rules *r = rules_of(NULL, 0, NULL, 0);
+	struct compare_outcome o;
+	assert_int_equal(compare_responses(r, 200, "{}", 2, 500, "{}", 2, &o), COMPARE_DISAGREE);
+	assert_int_equal(o.where, COMPARE_WHERE_STATUS);
+	assert_string_equal(o.live_value, "200");
+	assert_string_equal(o.shadow_value, "500");
+	assert_int_equal(compare_responses(r, 200, "{}", 2, 0, NULL, 0, &o), COMPARE_ERROR);
+	assert_non_null(strstr(o.error, "shadow"));
+	/* NULL rules behave as no rules */
+	assert_int_equal(compare_responses(NULL, 404, "x", 1, 404, "x", 1, &o), COMPARE_AGREE);
+	compare_rules_free(r);
+}
+
+static void test_non_json(void **state)
+{
+	struct compare_rules *r = rules_of(NULL, 0, NULL, 0);
+	struct compare_outcome o;
+	assert_int_equal(cmp(r, "hello world", "hello world", &o), COMPARE_AGREE);
+	assert_int_equal(cmp(r, "", "", &o), COMPARE_AGREE);
+	assert_int_equal(cmp(r, "hello world", "hello World", &o), COMPARE_DISAGREE);
+	assert_int_equal(o.where, COMPARE_WHERE_BODY);
+	assert_string_equal(o.live_value, "\"hello world\"");
+	/* one JSON, one not: they differ as bodies */
+	assert_int_equal(cmp(r, "{\"a\":1}", "<html>", &o), COMPARE_DISAGREE);
+	/* binary bytes are escaped into valid JSON text */
+	const char bin[] = {'a', (char)0xff, '"', 0x01, (char)0xc3, (char)0xa9};
+	assert_int_equal(compare_responses(r, 200, bin, sizeof(bin), 200, "b", 1, &o),
+	                 COMPARE_DISAGREE);
+	assert_string_equal(o.live_value, "\"a\\u00ff\\\"\\u0001\xc3\xa9\"");
+	json_t *j = json_loads(o.live_value, JSON_DECODE_ANY, NULL);
+	assert_non_null(j);
+	json_decref(j);
+	compare_rules_free(r);
+
+	/* with rules, a body that is not JSON is an error naming the side */
+	struct config_compare_rule rows[] = {{"a", CONFIG_COMPARE_EXACT, 0, 0}};
+	r = rules_of(rows, 1, NULL, 0);
+	assert_int_equal(cmp(r, "{\"a\":1}", "{\"a\":", &o), COMPARE_ERROR);
+	assert_non_null(strstr(o.error, "shadow body: not JSON"));
+	assert_int_equal(o.rule_result[0], COMPARE_ERROR);
+	assert_int_equal(cmp(r, "oops", "{\"a\":1}", &o), COMPARE_ERROR);
+	assert_non_null(strstr(o.error, "live body"));
+	compare_rules_free(r);
+}
+
+static void test_json_escape_bounds(void **state)
+{
+	char out[16];
+	int t;
+	size_t n = compare_json_escape(out, sizeof(out), "\x01\x02\x03\x04", 4, &t);
+	assert_true(t); /* each control byte needs 6 bytes: only two fit */
+	assert_int_equal(n, strlen(out));
+	assert_string_equal(out, "\"\\u0001\\u0002\"");
+	/* a multi-byte character is never cut */
+	n = compare_json_escape(out, 6, "ab\xe2\x82\xac", 5, &t);
+	assert_true(t);
+	assert_string_equal(out, "\"ab\"");
+	n = compare_json_escape(out, sizeof(out), "", 0, &t);
+	assert_false(t);
+	assert_string_equal(out, "\"\"");
+	/* overlong encodings and surrogates are not UTF-8 */
+	compare_json_escape(out, sizeof(out), "\xc0\xaf", 2, &t);
+	assert_string_equal(out, "\"\\u00c0\\u00af\"");
+	compare_json_escape(out, sizeof(out), "\xed\xa0\x80", 3, &t);
+	assert_true(t);
+}
+
+/* Deep nesting is refused before jansson sees it; the pair is an error, not a crash. */
+static void test_deep_nesting(void **state)
+{
+	size_t depth = 100000;
+	char *deep = malloc(2 * depth + 1);
+	assert_non_null(deep);
+	memset(deep, '[', depth);
+	memset(deep + depth, ']', depth);
+	deep[2 * depth] = 0;
+	struct config_compare_rule rows[] = {{"a", CONFIG_COMPARE_EXACT, 0, 0}};
+	struct compare_rules *r = rules_of(rows, 1, NULL, 0);
+	struct compare_outcome o;
+	assert_int_equal(cmp(r, "{\"a\":1}", deep, &o), COMPARE_ERROR);
+	assert_non_null(strstr(o.error, "deeper"));
+	compare_rules_free(r);
+	/* whole-body: one side too deep is an error; both too deep compare as bytes */
+	r = rules_of(NULL, 0, NULL, 0);
+	assert_int_equal(cmp(r, "{\"a\":1}", deep, &o), COMPARE_ERROR);
+	assert_int_equal(cmp(r, deep, deep, &o), COMPARE_AGREE);
+	/* exactly at the limit still parses; brackets inside strings do not count */
+	char at[2 * COMPARE_DEPTH_MAX + 16];
+	memset(at, '[', COMPARE_DEPTH_MAX);
+	memset(at + COMPARE_DEPTH_MAX, ']', COMPARE_DEPTH_MAX);
+	at[2 * COMPARE_DEPTH_MAX] = 0;
+	assert_int_equal(cmp(r, at, at, &o), COMPARE_AGREE);
+	assert_int_equal(cmp(r,
+	                     "{\"a\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+	                     "[[[[[[[[[[[[[[[[[[\\\"\"}",
+	                     "{\"a\":\"x\"}", &o),
+	                 COMPARE_DISAGREE);
+	assert_string_equal(o.path, "a");
+	compare_rules_free(r);
+	free(deep);
+}
+
+/* Huge bodies: values in the outcome stay bounded; over the cap is an error. */
+static void test_huge(void **state)
+{
+	size_t n = 200000;
+	size_t cap = n * 8 + 64;
+	char *a = malloc(cap), *b = malloc(cap);
+	assert_non_null(a);
+	assert_non_null(b);
+	size_t la = (size_t)snprintf(a, cap, "{\"p\":[");
+	for (size_t i = 0; i < n; i++)
+		la += (size_t)snprintf(a + la, cap - la, "%s%zu", i ? "," : "", i % 1000);
+	la += (size_t)snprintf(a + la, cap - la, "]}");
+	memcpy(b, a, la + 1);
+	b[la - 3] = '7'; /* change the last element */
+	struct config_compare_rule rows[] = {{"p", CONFIG_COMPARE_EXACT, 0, 0}};
+	struct compare_rules *r = rules_of(rows, 1, NULL, 0);
+	struct compare_outcome o;
+	assert_int_equal(cmp(r, a, a, &o), COMPARE_AGREE);
+	assert_int_equal(cmp(r, a, b, &o), COMPARE_DISAGREE);
+	assert_true(o.live_truncated);
+	assert_true(o.shadow_truncated);
+	assert_true(strlen(o.live_value) < COMPARE_VALUE_MAX);
+	assert_int_equal(strncmp(o.live_value, "[0,1,2,3", 8), 0);
+	compare_rules_free(r);
+	/* whole-body: the differing element is found and shown alone */
+	r = rules_of(NULL, 0, NULL, 0);
+	assert_int_equal(cmp(r, a, b, &o), COMPARE_DISAGREE);
+	char want[64];
+	snprintf(want, sizeof(want), "p[%zu]", n - 1);
+	assert_string_equal(o.path, want);
+	assert_false(o.live_truncated);
+	compare_rules_free(r);
+	free(a);
+	free(b);
+
+	/* over COMPARE_BODY_MAX: not parsed */
+	size_t big = COMPARE_BODY_MAX + 10;
+	char *h = malloc(big);
+	assert_non_null(h);
+	memset(h, ' ', big);
+	h[0] = '1';
+	r = rules_of(rows, 1, NULL, 0);
+	assert_int_equal(compare_responses(r, 200, "{\"p\":1}", 7, 200, h, big, &o), COMPARE_ERROR);
+	assert_non_null(strstr(o.error, "compare limit"));
+	compare_rules_free(r);
+	free(h);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_path_syntax),
+	    cmocka_unit_test(test_rules_new_errors),
+	    cmocka_unit_test(test_selector_exact),
+	    cmocka_unit_test(test_index_and_numeric_selector),
+	    cmocka_unit_test(test_missing_fields),
+	    cmocka_unit_test(test_numeric_tolerance),
+	    cmocka_unit_test(test_argmax),
+	    cmocka_unit_test(test_disagree_beats_error),
+	    cmocka_unit_test(test_whole_body),
+	    cmocka_unit_test(test_ignore),
+	    cmocka_unit_test(test_status_always_compared),
+	    cmocka_unit_test(test_non_json),
+	    cmocka_unit_test(test_json_escape_bounds),
+	    cmocka_unit_test(test_deep_nesting),
+	    cmocka_unit_test(test_huge),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
