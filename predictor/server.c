@@ -1,0 +1,650 @@
+/*
+ * server.c - the predictor's HTTP server (see server.h).
+ *
+ * Routing is a short table of path shapes; every answer goes through
+ * reply(), which also counts it in the worker's metrics shard. Bodies are
+ * rendered straight into the request's own output evbuffer, so a response is
+ * never copied between buffers before it reaches the socket.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "pmetrics.h"
+#include "v2.h"
+
+#define SERVER_MAX_HEADERS 16384
+#define SERVER_MAX_PATH    1024
+#define SERVER_MAX_SEGS    8
+#define SERVER_BACKLOG     1024
+
+struct worker {
+	struct server *srv;
+	size_t index;
+	struct event_base *base;
+	struct evhttp *http;
+	int fd;               /* owned until evhttp accepts it */
+	struct tensor **outs; /* scratch, n_outputs, empty between requests */
+	pthread_t tid;
+	int started;
+};
+
+struct server {
+	struct server_config cfg;
+	const struct onnx_model *model;
+	struct v2_sig sig;
+	const struct onnx_value_info **in_vis; /* owned arrays of borrowed pointers */
+	const struct onnx_value_info **out_vis;
+	size_t label_out; /* index of the INT64 "label" output, or n_outputs */
+	size_t prob_out;  /* index of the probabilities output, or n_outputs */
+	struct pmetrics *metrics;
+	int port;
+	struct worker *workers;
+	size_t n_workers;
+};
+
+static pthread_once_t server_evthread_once = PTHREAD_ONCE_INIT;
+static int server_evthread_rc;
+
+static void do_evthread_init(void)
+{
+	server_evthread_rc = evthread_use_pthreads();
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+static const char *reason_of(int code)
+{
+	switch (code) {
+	case 200:
+		return "OK";
+	case 400:
+		return "Bad Request";
+	case 404:
+		return "Not Found";
+	case 405:
+		return "Method Not Allowed";
+	case 413:
+		return "Payload Too Large";
+	case 500:
+		return "Internal Server Error";
+	}
+	return "Error";
+}
+
+/* Send what is in the request's output buffer; count it. */
+static void reply(struct worker *w, struct evhttp_request *req, int code, const char *ctype)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+	evhttp_send_reply(req, code, reason_of(code), NULL);
+	pmetrics_request(w->srv->metrics, w->index, code);
+}
+
+static void reply_error(struct worker *w, struct evhttp_request *req, int code, const char *fmt,
+                        ...) __attribute__((format(printf, 4, 5)));
+
+static void reply_error(struct worker *w, struct evhttp_request *req, int code, const char *fmt,
+                        ...)
+{
+	char msg[V2_ERR_MAX + 64];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	evbuffer_drain(out, evbuffer_get_length(out));
+	v2_error_render(out, msg);
+	log_debug("%d %s: %s", code, evhttp_request_get_uri(req), msg);
+	reply(w, req, code, "application/json");
+}
+
+static void reply_json(struct worker *w, struct evhttp_request *req, const char *json)
+{
+	evbuffer_add(evhttp_request_get_output_buffer(req), json, strlen(json));
+	reply(w, req, 200, "application/json");
+}
+
+/* ---- infer -------------------------------------------------------------- */
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Input drift: how many values fall outside the training range. */
+static void count_inputs(struct worker *w, const struct v2_request *vr)
+{
+	const struct server_config *c = &w->srv->cfg;
+	uint64_t total = 0, out = 0;
+	for (size_t i = 0; i < vr->n_inputs; i++) {
+		const struct tensor *t = vr->inputs[i];
+		total += t->nelem;
+		if (!c->have_range || t->dtype != TENSOR_FLOAT)
+			continue;
+		const float *f = t->data;
+		for (size_t k = 0; k < t->nelem; k++)
+			out += f[k] < c->range_min || f[k] > c->range_max;
+	}
+	pmetrics_inputs(w->srv->metrics, w->index, total, out);
+}
+
+/* Predicted labels and mean top probability, when the model has those outputs. */
+static void count_outputs(struct worker *w, struct tensor *const *outs)
+{
+	struct server *s = w->srv;
+	if (s->label_out < s->sig.n_outputs && outs[s->label_out] &&
+	    outs[s->label_out]->dtype == TENSOR_INT64)
+		pmetrics_labels(s->metrics, w->index, outs[s->label_out]->data,
+		                outs[s->label_out]->nelem);
+	const struct tensor *p = s->prob_out < s->sig.n_outputs ? outs[s->prob_out] : NULL;
+	if (!p || p->dtype != TENSOR_FLOAT || p->ndim < 1 || p->dims[p->ndim - 1] <= 0)
+		return;
+	size_t k = (size_t)p->dims[p->ndim - 1], rows = p->nelem / k;
+	const float *f = p->data;
+	double sum = 0;
+	for (size_t r = 0; r < rows; r++) {
+		float mx = f[r * k];
+		for (size_t j = 1; j < k; j++)
+			if (f[r * k + j] > mx)
+				mx = f[r * k + j];
+		sum += mx;
+	}
+	pmetrics_confidence(s->metrics, w->index, sum, rows);
+}
+
+static void free_outs(struct worker *w)
+{
+	for (size_t j = 0; j < w->srv->sig.n_outputs; j++) {
+		tensor_free(w->outs[j]);
+		w->outs[j] = NULL;
+	}
+}
+
+static void do_infer(struct worker *w, struct evhttp_request *req)
+{
+	struct server *s = w->srv;
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	if (len > s->cfg.max_body) {
+		reply_error(w, req, 413, "request body: %zu bytes, over the limit of %zu", len,
+		            s->cfg.max_body);
+		return;
+	}
+	const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+	if (!body) {
+		reply_error(w, req, 500, "out of memory reading the request body");
+		return;
+	}
+	char err[V2_ERR_MAX];
+	struct v2_request *vr = v2_request_parse(&s->sig, body, len, err, sizeof(err));
+	if (!vr) {
+		reply_error(w, req, 400, "%s", err);
+		return;
+	}
+	double t0 = now_s();
+	int rc = onnx_model_run(s->model, vr->inputs, vr->n_inputs, w->outs, err, sizeof(err));
+	double dt = now_s() - t0;
+	if (rc < 0) {
+		/* The runtime left nothing allocated; the slots hold nothing of ours. */
+		memset(w->outs, 0, s->sig.n_outputs * sizeof(w->outs[0]));
+		reply_error(w, req, 400, "inference: %s", err);
+		v2_request_free(vr);
+		return;
+	}
+	pmetrics_inference(s->metrics, w->index, dt, vr->batch);
+	count_inputs(w, vr);
+	count_outputs(w, w->outs);
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	if (v2_response_render(&s->sig, vr, w->outs, out) < 0)
+		reply_error(w, req, 500, "out of memory rendering the response");
+	else
+		reply(w, req, 200, "application/json");
+	free_outs(w);
+	v2_request_free(vr);
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+enum route_kind {
+	R_NONE,
+	R_LIVE,
+	R_READY,
+	R_SERVER_META,
+	R_METRICS,
+	R_MODEL_META,
+	R_MODEL_READY,
+	R_INFER,
+	R_REPLIED, /* an error reply was already sent */
+};
+
+/* Split path into at most SERVER_MAX_SEGS segments (in place); -1 if too many. */
+static int split_path(char *path, char **segs)
+{
+	int n = 0;
+	for (char *p = path; *p;) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		if (n == SERVER_MAX_SEGS)
+			return -1;
+		segs[n++] = p;
+		while (*p && *p != '/')
+			p++;
+		if (*p)
+			*p++ = 0;
+	}
+	return n;
+}
+
+/* /v2/models/NAME[/versions/V][/ready|/infer]; 404 replies are sent here. */
+static enum route_kind route_model(struct worker *w, struct evhttp_request *req, char **segs, int n)
+{
+	const struct server_config *c = &w->srv->cfg;
+	int k = 3;
+	const char *version = NULL;
+	if (n >= 5 && strcmp(segs[3], "versions") == 0) {
+		version = segs[4];
+		k = 5;
+	}
+	const char *tail = n == k ? "" : n == k + 1 ? segs[k] : NULL;
+	enum route_kind kind = !tail                        ? R_NONE
+	                       : !*tail                     ? R_MODEL_META
+	                       : strcmp(tail, "ready") == 0 ? R_MODEL_READY
+	                       : strcmp(tail, "infer") == 0 ? R_INFER
+	                                                    : R_NONE;
+	if (kind == R_NONE)
+		return R_NONE;
+	if (strcmp(segs[2], c->model_name) != 0) {
+		reply_error(w, req, 404, "unknown model '%.128s' (this server serves '%s')",
+		            segs[2], c->model_name);
+		return R_REPLIED;
+	}
+	if (version && strcmp(version, c->model_version) != 0) {
+		reply_error(w, req, 404,
+		            "model '%s' has no version '%.64s' (it serves version '%s')",
+		            c->model_name, version, c->model_version);
+		return R_REPLIED;
+	}
+	return kind;
+}
+
+/* Which endpoint a path names; returns R_REPLIED when a reply was already sent. */
+static enum route_kind route(struct worker *w, struct evhttp_request *req, const char *path)
+{
+	char buf[SERVER_MAX_PATH];
+	char *segs[SERVER_MAX_SEGS];
+	if (strlen(path) >= sizeof(buf))
+		return R_NONE;
+	strcpy(buf, path);
+	int n = split_path(buf, segs);
+	if (n == 1 && strcmp(segs[0], "metrics") == 0)
+		return R_METRICS;
+	if (n < 1 || strcmp(segs[0], "v2") != 0)
+		return R_NONE;
+	if (n == 1)
+		return R_SERVER_META;
+	if (n == 3 && strcmp(segs[1], "health") == 0)
+		return strcmp(segs[2], "live") == 0    ? R_LIVE
+		       : strcmp(segs[2], "ready") == 0 ? R_READY
+		                                       : R_NONE;
+	if (n >= 3 && strcmp(segs[1], "models") == 0)
+		return route_model(w, req, segs, n);
+	return R_NONE;
+}
+
+/* libevent 2.1 executes a request smuggled behind a second Content-Length. */
+static int framing_ok(struct evhttp_request *req)
+{
+	int cl = 0, te = 0;
+	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
+		cl += strcasecmp(kv->key, "Content-Length") == 0;
+		te += strcasecmp(kv->key, "Transfer-Encoding") == 0;
+	}
+	return cl <= 1 && te <= 1 && !(cl && te);
+}
+
+static void do_metrics(struct worker *w, struct evhttp_request *req)
+{
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	if (pmetrics_render(w->srv->metrics, out) < 0) {
+		reply_error(w, req, 500, "out of memory rendering metrics");
+		return;
+	}
+	reply(w, req, 200, "text/plain; version=0.0.4; charset=utf-8");
+}
+
+static void do_model_ready(struct worker *w, struct evhttp_request *req)
+{
+	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	evbuffer_add_printf(out, "{\"name\":");
+	v2_json_string(out, w->srv->cfg.model_name);
+	evbuffer_add_printf(out, ",\"ready\":true}");
+	reply(w, req, 200, "application/json");
+}
+
+static void do_server_meta(struct worker *w, struct evhttp_request *req)
+{
+	reply_json(w, req,
+	           "{\"name\":\"turnout-predictor\",\"version\":\"" TURNOUT_VERSION
+	           "\",\"extensions\":[]}");
+}
+
+static void do_model_meta(struct worker *w, struct evhttp_request *req)
+{
+	if (v2_model_metadata_render(&w->srv->sig, evhttp_request_get_output_buffer(req)) < 0) {
+		reply_error(w, req, 500, "out of memory rendering metadata");
+		return;
+	}
+	reply(w, req, 200, "application/json");
+}
+
+static void dispatch(struct worker *w, struct evhttp_request *req, enum route_kind kind)
+{
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	int is_post = kind == R_INFER;
+	int ok = is_post ? cmd == EVHTTP_REQ_POST : cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+	if (!ok) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+		                  is_post ? "POST" : "GET, HEAD");
+		reply_error(w, req, 405, "%s: method not allowed (use %s)",
+		            evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)),
+		            is_post ? "POST" : "GET");
+		return;
+	}
+	switch (kind) {
+	case R_LIVE:
+		reply_json(w, req, "{\"live\":true}");
+		break;
+	case R_READY:
+		reply_json(w, req, "{\"ready\":true}");
+		break;
+	case R_SERVER_META:
+		do_server_meta(w, req);
+		break;
+	case R_METRICS:
+		do_metrics(w, req);
+		break;
+	case R_MODEL_META:
+		do_model_meta(w, req);
+		break;
+	case R_MODEL_READY:
+		do_model_ready(w, req);
+		break;
+	case R_INFER:
+		do_infer(w, req);
+		break;
+	case R_NONE:
+	case R_REPLIED:
+		abort(); /* filtered by on_request */
+	}
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+	struct worker *w = arg;
+	if (!framing_ok(req)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+		reply_error(w, req, 400,
+		            "request framing: duplicate Content-Length or "
+		            "Transfer-Encoding header");
+		return;
+	}
+	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	if (!path || !*path)
+		path = "/";
+	enum route_kind kind = route(w, req, path);
+	if (kind == R_REPLIED)
+		return;
+	if (kind == R_NONE) {
+		reply_error(w, req, 404, "no such endpoint: %.200s", path);
+		return;
+	}
+	dispatch(w, req, kind);
+}
+
+/* ---- sockets, threads, lifecycle ---------------------------------------- */
+
+static int listen_socket(const struct sockaddr *sa, socklen_t salen, char *err, size_t errlen)
+{
+	int one = 1;
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+	    bind(fd, sa, salen) < 0 || listen(fd, SERVER_BACKLOG) < 0)
+		goto fail;
+	return fd;
+fail:
+	snprintf(err, errlen, "%s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
+/* Resolve host:port and open one listening socket per worker on the same address. */
+static int open_sockets(struct server *s, char *err, size_t errlen)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *ai = NULL;
+	char port[16], why[256];
+	snprintf(port, sizeof(port), "%d", s->cfg.port);
+	int rc = getaddrinfo(s->cfg.host, port, &hints, &ai);
+	if (rc != 0) {
+		snprintf(err, errlen, "listen %s:%d: %s", s->cfg.host, s->cfg.port,
+		         gai_strerror(rc));
+		return -1;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sslen = (socklen_t)ai->ai_addrlen;
+	memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+	freeaddrinfo(ai);
+	for (size_t i = 0; i < s->n_workers; i++) {
+		int fd = listen_socket((struct sockaddr *)&ss, sslen, why, sizeof(why));
+		if (fd < 0) {
+			snprintf(err, errlen, "listen %s:%d: %s", s->cfg.host, s->port, why);
+			return -1;
+		}
+		s->workers[i].fd = fd;
+		if (i == 0) { /* port 0: every other socket joins the port the first got */
+			socklen_t l = sizeof(ss);
+			getsockname(fd, (struct sockaddr *)&ss, &l);
+			sslen = l;
+			s->port =
+			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+			                                   : ((struct sockaddr_in *)&ss)->sin_port);
+		}
+	}
+	return 0;
+}
+
+static int worker_init(struct server *s, struct worker *w, char *err, size_t errlen)
+{
+	w->outs = calloc(s->sig.n_outputs ? s->sig.n_outputs : 1, sizeof(w->outs[0]));
+	w->base = event_base_new();
+	w->http = w->base ? evhttp_new(w->base) : NULL;
+	if (!w->outs || !w->http) {
+		snprintf(err, errlen, "worker %zu: out of memory", w->index);
+		return -1;
+	}
+	evhttp_set_max_body_size(w->http, (ev_ssize_t)s->cfg.max_body);
+	evhttp_set_max_headers_size(w->http, SERVER_MAX_HEADERS);
+	evhttp_set_timeout(w->http, s->cfg.timeout_s);
+	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	evhttp_set_gencb(w->http, on_request, w);
+	if (!evhttp_accept_socket_with_handle(w->http, w->fd)) {
+		snprintf(err, errlen, "worker %zu: cannot accept on its socket", w->index);
+		return -1;
+	}
+	w->fd = -1; /* evhttp owns it now */
+	return 0;
+}
+
+/* Which outputs feed the label and confidence metrics. */
+static void find_metric_outputs(struct server *s)
+{
+	s->label_out = s->prob_out = s->sig.n_outputs;
+	for (size_t j = 0; j < s->sig.n_outputs; j++) {
+		const struct onnx_value_info *vi = s->sig.outputs[j];
+		if (vi->name && strcmp(vi->name, "label") == 0 && vi->dtype == TENSOR_INT64)
+			s->label_out = j;
+		if (vi->dtype == TENSOR_FLOAT && vi->ndim >= 1 &&
+		    (s->prob_out == s->sig.n_outputs ||
+		     (vi->name && strcmp(vi->name, "probabilities") == 0)))
+			s->prob_out = j;
+	}
+}
+
+static size_t label_count(const struct server *s)
+{
+	if (s->label_out == s->sig.n_outputs || s->prob_out == s->sig.n_outputs)
+		return 0;
+	const struct onnx_value_info *p = s->sig.outputs[s->prob_out];
+	int64_t k = p->dims[p->ndim - 1];
+	return k > 0 && k <= PMETRICS_MAX_LABELS ? (size_t)k : 0;
+}
+
+static int build_sig(struct server *s)
+{
+	size_t ni = onnx_model_n_inputs(s->model), no = onnx_model_n_outputs(s->model);
+	s->in_vis = calloc(ni ? ni : 1, sizeof(s->in_vis[0]));
+	s->out_vis = calloc(no ? no : 1, sizeof(s->out_vis[0]));
+	if (!s->in_vis || !s->out_vis)
+		return -1;
+	for (size_t i = 0; i < ni; i++)
+		s->in_vis[i] = onnx_model_input(s->model, i);
+	for (size_t i = 0; i < no; i++)
+		s->out_vis[i] = onnx_model_output(s->model, i);
+	s->sig =
+	    (struct v2_sig){s->cfg.model_name, s->cfg.model_version, s->in_vis, ni, s->out_vis, no};
+	find_metric_outputs(s);
+	return 0;
+}
+
+struct server *server_new(const struct server_config *cfg, const struct onnx_model *model,
+                          char *err, size_t errlen)
+{
+	struct server *s = NULL;
+	pthread_once(&server_evthread_once, do_evthread_init);
+	if (server_evthread_rc < 0) {
+		snprintf(err, errlen, "libevent: cannot enable threads");
+		return NULL;
+	}
+	if (cfg->threads < 1 || cfg->threads > SERVER_MAX_THREADS) {
+		snprintf(err, errlen, "threads: %d is not in 1..%d", cfg->threads,
+		         SERVER_MAX_THREADS);
+		return NULL;
+	}
+	if (!(s = calloc(1, sizeof(*s))))
+		goto oom;
+	s->cfg = *cfg;
+	s->model = model;
+	s->port = cfg->port;
+	s->n_workers = (size_t)cfg->threads;
+	if (build_sig(s) < 0 || !(s->workers = calloc(s->n_workers, sizeof(s->workers[0]))))
+		goto oom;
+	for (size_t i = 0; i < s->n_workers; i++)
+		s->workers[i] = (struct worker){.srv = s, .index = i, .fd = -1};
+	if (!(s->metrics = pmetrics_new(s->n_workers, label_count(s))))
+		goto oom;
+	if (open_sockets(s, err, errlen) < 0)
+		goto fail;
+	for (size_t i = 0; i < s->n_workers; i++)
+		if (worker_init(s, &s->workers[i], err, errlen) < 0)
+			goto fail;
+	return s;
+oom:
+	snprintf(err, errlen, "out of memory");
+fail:
+	server_free(s);
+	return NULL;
+}
+
+int server_port(const struct server *s)
+{
+	return s->port;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	event_base_dispatch(w->base);
+	return NULL;
+}
+
+int server_start(struct server *s, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < s->n_workers; i++) {
+		struct worker *w = &s->workers[i];
+		int rc = pthread_create(&w->tid, NULL, worker_main, w);
+		if (rc != 0) {
+			snprintf(err, errlen, "worker %zu: pthread_create: %s", i, strerror(rc));
+			server_stop(s);
+			return -1;
+		}
+		w->started = 1;
+	}
+	log_info("serving model '%s' version '%s' on %s:%d with %zu thread%s", s->cfg.model_name,
+	         s->cfg.model_version, s->cfg.host, s->port, s->n_workers,
+	         s->n_workers == 1 ? "" : "s");
+	return 0;
+}
+
+void server_stop(struct server *s)
+{
+	if (!s || !s->workers)
+		return;
+	for (size_t i = 0; i < s->n_workers; i++)
+		if (s->workers[i].started)
+			event_base_loopbreak(s->workers[i].base);
+	for (size_t i = 0; i < s->n_workers; i++) {
+		if (s->workers[i].started)
+			pthread_join(s->workers[i].tid, NULL);
+		s->workers[i].started = 0;
+	}
+}
+
+void server_free(struct server *s)
+{
+	if (!s)
+		return;
+	server_stop(s);
+	for (size_t i = 0; s->workers && i < s->n_workers; i++) {
+		struct worker *w = &s->workers[i];
+		if (w->http)
+			evhttp_free(w->http);
+		if (w->base)
+			event_base_free(w->base);
+		if (w->fd >= 0)
+			close(w->fd);
+		free(w->outs);
+	}
+	free(s->workers);
+	pmetrics_free(s->metrics);
+	free(s->in_vis);
+	free(s->out_vis);
+	free(s);
+}
