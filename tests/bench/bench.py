@@ -824,7 +824,7 @@ def profile_turnout(ctx, rep):
     tur = ctx.turnout("turnout-profile", 2, b1.port, b2.port, "canary")
     wait_ready(tur, ctx.body)
     data = os.path.join(_tmp_root, "perf.data")
-    perf = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", data, "-p",
+    perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-o", data, "-p",
                              str(tur.p.pid)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -894,7 +894,16 @@ def main():
     for name in names:
         for t in threads:
             log(f"scenario {name}, {t} thread(s)")
-            SCENARIOS[name](ctx, t, rep)
+            before = set(_procs)
+            try:
+                SCENARIOS[name](ctx, t, rep)
+            except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as e:
+                # One broken peer must not lose the others' figures: say why, go on.
+                first = str(e).strip().splitlines()
+                why = " / ".join(first[:3])[:400]
+                log(f"scenario {name} t{t} failed: {e}")
+                rep.target(f"{name} t{t}: scenario ran", f"failed: {why}", False)
+                ctx.stop(*[p for p in list(_procs) if p not in before])
     if args.profile:
         profile_turnout(ctx, rep)
     ctx.stop(*ctx.backends, ctx._slow)

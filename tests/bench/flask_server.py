@@ -30,12 +30,15 @@ import signal
 import socket
 import sys
 
-import onnx
-import torch
-import torch.nn.functional as F
-from flask import Flask, jsonify, request
-from onnx import helper, numpy_helper
-from werkzeug.serving import make_server
+# Importing torch takes seconds; a SIGTERM during it must still exit 0.
+signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
+
+import onnx  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from flask import Flask, jsonify, request  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
 
 ONNX_TO_TORCH = {1: torch.float32, 6: torch.int32, 7: torch.int64, 9: torch.bool, 11: torch.float64}
 V2_TYPE = {torch.float32: "FP32", torch.int64: "INT64", torch.int32: "INT32",
@@ -234,7 +237,10 @@ def main():
             except ProcessLookupError:
                 pass
         for pid in children:
-            os.waitpid(pid, 0)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass  # already reaped by the wait loop below
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
