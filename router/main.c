@@ -1,10 +1,274 @@
 /*
- * main.c - turnout entry point (placeholder until the router core lands).
+ * main.c - turnout: flags, lifecycle, and the main thread's loop.
+ *
+ * The main thread loads the config, publishes the first route snapshot, opens
+ * one SO_REUSEPORT listening socket per worker, starts the workers, and then
+ * runs its own event loop: signals and the admin HTTP server. It is the only
+ * writer of routing state. SIGTERM/SIGINT: every worker stops accepting and
+ * finishes its in-flight requests (up to limits.drain_timeout), then
+ * everything is freed and the process exits 0. SIGHUP reloads the config
+ * (routing only; listen/workers/limits need a restart); a bad file is refused
+ * and the running snapshot stays.
  */
+#include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
-int main(void)
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "config.h"
+#include "log.h"
+#include "route.h"
+#include "stats.h"
+#include "status.h"
+#include "worker.h"
+
+struct main_ctx {
+	const char *config_path;
+	struct event_base *base;
+	struct route_config *rc;
+	struct stats *stats;
+	struct worker **workers;
+	size_t n_workers;
+	struct status *status;
+	struct event *sig_term, *sig_int, *sig_hup;
+	uint64_t generation;
+};
+
+static void usage(FILE *f)
 {
-	fprintf(stderr, "turnout: not built yet (issue: router core)\n");
-	return 1;
+	fprintf(f, "usage: turnout -c FILE        run the router\n"
+	           "       turnout -t -c FILE     check the config and exit (0 ok, 1 errors)\n"
+	           "       turnout --help | --version\n"
+	           "options:\n"
+	           "  -c, --config FILE   YAML configuration (see docs/CONFIG.md)\n"
+	           "  -t, --test          check the config, print every error, exit\n"
+	           "  -h, --help          this text\n"
+	           "  -V, --version       print the version\n");
+}
+
+static void on_stop(evutil_socket_t sig, short events, void *arg)
+{
+	struct main_ctx *m = arg;
+	log_info("signal %d: draining and stopping", (int)sig);
+	event_base_loopbreak(m->base);
+}
+
+static void on_reload(evutil_socket_t sig, short events, void *arg)
+{
+	struct main_ctx *m = arg;
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg = config_load(m->config_path, err, sizeof(err));
+	if (cfg == NULL) {
+		log_error("reload refused, keeping the running config:\n%s", err);
+		return;
+	}
+	struct route_config *rc = route_config_new(cfg);
+	if (rc == NULL) {
+		log_error("reload: out of memory");
+		return;
+	}
+	struct route_params p = route_params_from_config(cfg);
+	struct route_snapshot *cur = route_acquire();
+	struct route_snapshot *s =
+	    route_snapshot_new(rc, &p, m->generation + 1, cur, err, sizeof(err));
+	route_release(cur);
+	if (s == NULL) {
+		log_error("reload refused: %s", err);
+		route_config_unref(rc);
+		return;
+	}
+	route_publish(s);
+	route_config_unref(m->rc);
+	m->rc = rc;
+	m->generation++;
+	log_info("reloaded %s (generation %llu, sha256 %s)", m->config_path,
+	         (unsigned long long)m->generation, cfg->hash_hex);
+}
+
+static int start_workers(struct main_ctx *m, const struct config *cfg)
+{
+	char err[512];
+	long n = cfg->workers > 0 ? cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+	m->n_workers = n > 0 ? (size_t)n : 1;
+	m->stats = stats_new(m->n_workers);
+	m->workers = calloc(m->n_workers, sizeof(*m->workers));
+	if (m->stats == NULL || m->workers == NULL) {
+		log_error("out of memory starting workers");
+		return -1;
+	}
+	for (size_t i = 0; i < m->n_workers; i++) {
+		int fd = worker_listen_socket(cfg->listen_host, cfg->listen_port, err, sizeof(err));
+		if (fd < 0 ||
+		    (m->workers[i] = worker_new(i, fd, cfg, m->n_workers, stats_shard(m->stats, i),
+		                                err, sizeof(err))) == NULL) {
+			log_error("%s", err);
+			return -1;
+		}
+	}
+	for (size_t i = 0; i < m->n_workers; i++) {
+		if (worker_start(m->workers[i], err, sizeof(err)) < 0) {
+			log_error("%s", err);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int add_signal(struct main_ctx *m, struct event **ev, int sig, event_callback_fn cb)
+{
+	*ev = evsignal_new(m->base, sig, cb, m);
+	return *ev && evsignal_add(*ev, NULL) == 0 ? 0 : -1;
+}
+
+static int setup(struct main_ctx *m, struct config *cfg)
+{
+	char err[512];
+	m->rc = route_config_new(cfg);
+	if (m->rc == NULL)
+		return -1;
+	struct route_params p = route_params_from_config(cfg);
+	struct route_snapshot *s =
+	    route_snapshot_new(m->rc, &p, ++m->generation, NULL, err, sizeof(err));
+	if (s == NULL) {
+		log_error("%s: %s", cfg->file, err);
+		return -1;
+	}
+	route_publish(s);
+	if (add_signal(m, &m->sig_term, SIGTERM, on_stop) < 0 ||
+	    add_signal(m, &m->sig_int, SIGINT, on_stop) < 0 ||
+	    add_signal(m, &m->sig_hup, SIGHUP, on_reload) < 0) {
+		log_error("cannot install signal handlers");
+		return -1;
+	}
+	if (start_workers(m, cfg) < 0)
+		return -1;
+	if (cfg->admin_http_host) {
+		m->status = status_new(m->base, cfg->admin_http_host, cfg->admin_http_port,
+		                       m->stats, err, sizeof(err));
+		if (m->status == NULL) {
+			log_error("%s", err);
+			return -1;
+		}
+	}
+	log_info("listening on %s:%d with %zu worker(s), strategy %s", cfg->listen_host,
+	         cfg->listen_port, m->n_workers, config_strategy_name(cfg->strategy));
+	return 0;
+}
+
+static void teardown(struct main_ctx *m)
+{
+	for (size_t i = 0; m->workers && i < m->n_workers; i++)
+		if (m->workers[i])
+			worker_drain(m->workers[i]);
+	for (size_t i = 0; m->workers && i < m->n_workers; i++)
+		if (m->workers[i])
+			worker_join(m->workers[i]);
+	for (size_t i = 0; m->workers && i < m->n_workers; i++)
+		worker_free(m->workers[i]);
+	free(m->workers);
+	status_free(m->status);
+	route_shutdown();
+	route_config_unref(m->rc);
+	stats_free(m->stats);
+	stats_slots_reset();
+	struct event *evs[] = {m->sig_term, m->sig_int, m->sig_hup};
+	for (size_t i = 0; i < 3; i++)
+		if (evs[i])
+			event_free(evs[i]);
+	if (m->base)
+		event_base_free(m->base);
+}
+
+static int check_config(const char *path)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg = config_load(path, err, sizeof(err));
+	if (cfg == NULL) {
+		fprintf(stderr, "%s", err);
+		if (err[0] && err[strlen(err) - 1] != '\n')
+			fputc('\n', stderr);
+		fprintf(stderr, "turnout: configuration file %s test failed\n", path);
+		return 1;
+	}
+	config_free(cfg);
+	printf("turnout: configuration file %s test is successful\n", path);
+	return 0;
+}
+
+static int run(const char *path)
+{
+	char err[CONFIG_ERR_MAX];
+	struct config *cfg = config_load(path, err, sizeof(err));
+	if (cfg == NULL) {
+		fprintf(stderr, "%s", err);
+		if (err[0] && err[strlen(err) - 1] != '\n')
+			fputc('\n', stderr);
+		return 1;
+	}
+	enum log_level lvl;
+	if (cfg->log_level && log_parse_level(cfg->log_level, &lvl) == 0)
+		log_set_level(lvl);
+	struct main_ctx m = {.config_path = path};
+	int rc = 1;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || evthread_use_pthreads() < 0 ||
+	    (m.base = event_base_new()) == NULL) {
+		log_error("cannot initialise libcurl/libevent");
+		config_free(cfg);
+		goto out;
+	}
+	if (setup(&m, cfg) == 0) {
+		event_base_dispatch(m.base);
+		rc = 0;
+	}
+out:
+	teardown(&m);
+	curl_global_cleanup();
+	libevent_global_shutdown();
+	log_info("stopped");
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"test", no_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *path = NULL;
+	int test = 0, c;
+	signal(SIGPIPE, SIG_IGN);
+	log_init("turnout", LOG_LEVEL_INFO);
+	while ((c = getopt_long(argc, argv, "c:thV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			test = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("turnout %s\n", TURNOUT_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (path == NULL || optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	return test ? check_config(path) : run(path);
 }

@@ -1,0 +1,626 @@
+/*
+ * proxy.c - one live request's life: evhttp in, libcurl out, and back.
+ *
+ * States: NEW (checked, routed) -> UPSTREAM (transfer running) -> DONE
+ * (answered, freed). proxy_set_state is the one place that changes state.
+ * The request keeps the route snapshot it took on arrival until it is
+ * answered, so a switch or reload never changes a request midway.
+ *
+ * The client's framing headers are checked here (evhttp 2.1.12 accepts
+ * duplicate Content-Length) and never forwarded: libcurl frames the upstream
+ * request itself. Hop-by-hop headers are dropped both ways (RFC 9110 7.6.1).
+ */
+#include "proxy.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "log.h"
+#include "route.h"
+#include "stats.h"
+#include "upstream.h"
+#include "worker.h"
+
+#define PROXY_MAX_RESPONSE   (256u * 1024u * 1024u) /* upstream response body limit */
+#define PROXY_REQUEST_ID_MAX 128
+#define PROXY_URL_MAX        8192
+
+enum proxy_state {
+	PROXY_STATE_NEW,
+	PROXY_STATE_UPSTREAM,
+	PROXY_STATE_DONE,
+};
+
+struct proxy_req {
+	struct worker *w;
+	struct evhttp_request *req;
+	struct route_snapshot *snap;
+	enum proxy_state state;
+	size_t variant;
+	ssize_t endpoint;
+	struct upstream_transfer *xfer;
+	uint64_t start_us;
+	char request_id[PROXY_REQUEST_ID_MAX + 1];
+	struct proxy_req *prev, *next;
+};
+
+static const char *method_name(enum evhttp_cmd_type c);
+
+static const char *state_name(enum proxy_state s)
+{
+	switch (s) {
+	case PROXY_STATE_NEW:
+		return "new";
+	case PROXY_STATE_UPSTREAM:
+		return "upstream";
+	case PROXY_STATE_DONE:
+		return "done";
+	}
+	return "?";
+}
+
+static void proxy_set_state(struct proxy_req *pr, enum proxy_state to)
+{
+	int ok = (pr->state == PROXY_STATE_NEW && to != PROXY_STATE_NEW) ||
+	         (pr->state == PROXY_STATE_UPSTREAM && to == PROXY_STATE_DONE);
+	if (!ok) {
+		log_error("proxy: impossible state change %s -> %s", state_name(pr->state),
+		          state_name(to));
+		abort();
+	}
+	log_debug("proxy: request %s %s -> %s", pr->request_id, state_name(pr->state),
+	          state_name(to));
+	pr->state = to;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static const char *const hop_by_hop[] = {
+    "Connection",
+    "Keep-Alive",
+    "Proxy-Connection",
+    "Proxy-Authenticate",
+    "Proxy-Authorization",
+    "TE",
+    "Trailer",
+    "Transfer-Encoding",
+    "Upgrade",
+};
+
+/* Whether name is one of the comma-separated tokens of a Connection header. */
+static int in_token_list(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+	const char *p = list;
+	while (*p) {
+		while (*p == ' ' || *p == '\t' || *p == ',')
+			p++;
+		const char *start = p;
+		while (*p && *p != ',' && *p != ' ' && *p != '\t')
+			p++;
+		if ((size_t)(p - start) == n && strncasecmp(start, name, n) == 0)
+			return 1;
+		while (*p && *p != ',')
+			p++;
+	}
+	return 0;
+}
+
+int proxy_is_hop_by_hop(const char *name, const char *connection)
+{
+	for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
+		if (strcasecmp(name, hop_by_hop[i]) == 0)
+			return 1;
+	return connection != NULL && in_token_list(connection, name);
+}
+
+static int valid_content_length(const char *v)
+{
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (!isdigit((unsigned char)*v))
+		return 0;
+	while (isdigit((unsigned char)*v))
+		v++;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	return *v == '\0';
+}
+
+int proxy_check_framing(const struct evkeyvalq *headers, char *err, size_t errlen)
+{
+	int n_cl = 0, n_te = 0;
+	const char *te = NULL;
+	const struct evkeyval *h;
+	TAILQ_FOREACH(h, headers, next)
+	{
+		if (strcasecmp(h->key, "Content-Length") == 0) {
+			if (++n_cl > 1) {
+				snprintf(err, errlen, "duplicate Content-Length header");
+				return -1;
+			}
+			if (!valid_content_length(h->value)) {
+				snprintf(err, errlen, "invalid Content-Length '%.40s'", h->value);
+				return -1;
+			}
+		} else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
+			if (++n_te > 1) {
+				snprintf(err, errlen, "duplicate Transfer-Encoding header");
+				return -1;
+			}
+			te = h->value;
+		}
+	}
+	if (n_cl && n_te) {
+		snprintf(err, errlen, "both Content-Length and Transfer-Encoding");
+		return -1;
+	}
+	if (te != NULL) {
+		while (*te == ' ' || *te == '\t')
+			te++;
+		size_t len = strlen(te);
+		while (len && (te[len - 1] == ' ' || te[len - 1] == '\t'))
+			len--;
+		if (len != 7 || strncasecmp(te, "chunked", 7) != 0) {
+			snprintf(err, errlen, "unsupported Transfer-Encoding '%.40s'", te);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* A JSON error answer naming the cause (and the variant, when there is one). */
+static void send_error(struct evhttp_request *req, int code, const char *variant, const char *cause,
+                       const char *message, const char *request_id, int close)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	json_t *j = json_pack("{s:s, s:s}", "error", message, "cause", cause);
+	if (j && variant)
+		json_object_set_new(j, "variant", json_string(variant));
+	if (j && request_id)
+		json_object_set_new(j, "request_id", json_string(request_id));
+	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	struct evbuffer *b = evbuffer_new();
+	if (b && s)
+		evbuffer_add_printf(b, "%s\n", s);
+	evhttp_add_header(out, "Content-Type", "application/json");
+	if (request_id)
+		evhttp_add_header(out, "X-Request-Id", request_id);
+	if (variant)
+		evhttp_add_header(out, "X-Turnout-Variant", variant);
+	if (code == 503)
+		evhttp_add_header(out, "Retry-After", "1");
+	if (close)
+		evhttp_add_header(out, "Connection", "close");
+	evhttp_send_reply(req, code, NULL, b);
+	if (b)
+		evbuffer_free(b);
+	free(s);
+	json_decref(j);
+}
+
+static int valid_request_id(const char *v)
+{
+	size_t n = 0;
+	for (; v[n]; n++)
+		if (n >= PROXY_REQUEST_ID_MAX || !isgraph((unsigned char)v[n]))
+			return 0;
+	return n > 0;
+}
+
+static void make_request_id(struct proxy_req *pr, const struct evkeyvalq *in)
+{
+	const char *v = evhttp_find_header(in, "X-Request-Id");
+	if (v && valid_request_id(v)) {
+		snprintf(pr->request_id, sizeof(pr->request_id), "%s", v);
+		return;
+	}
+	uint64_t a = ((uint64_t)route_random_bucket() << 48) ^
+	             ((uint64_t)route_random_bucket() << 32) ^
+	             ((uint64_t)route_random_bucket() << 16) ^ route_random_bucket();
+	uint64_t b = ((uint64_t)route_random_bucket() << 48) ^
+	             ((uint64_t)route_random_bucket() << 32) ^
+	             ((uint64_t)route_random_bucket() << 16) ^ now_us();
+	snprintf(pr->request_id, sizeof(pr->request_id), "%016" PRIx64 "%016" PRIx64, a, b);
+}
+
+static const char *peer_ip(struct evhttp_request *req)
+{
+	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	char *addr = NULL;
+	ev_uint16_t port = 0;
+	if (c)
+		evhttp_connection_get_peer(c, &addr, &port);
+	return addr ? addr : "";
+}
+
+/* The canary bucket of a request: its sticky key hashed, or a random draw. */
+static uint32_t request_bucket(const struct route_snapshot *s, struct evhttp_request *req)
+{
+	const struct config *cfg = s->cfg;
+	const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	const char *key = NULL;
+	size_t len = 0;
+	switch (cfg->sticky) {
+	case CONFIG_STICKY_HEADER:
+		key = cfg->sticky_name ? evhttp_find_header(in, cfg->sticky_name) : NULL;
+		len = key ? strlen(key) : 0;
+		break;
+	case CONFIG_STICKY_COOKIE: {
+		const char *c = evhttp_find_header(in, "Cookie");
+		key = c && cfg->sticky_name ? route_cookie_value(c, cfg->sticky_name, &len) : NULL;
+		break;
+	}
+	case CONFIG_STICKY_IP:
+		key = peer_ip(req);
+		len = strlen(key);
+		break;
+	case CONFIG_STICKY_NONE:
+		break;
+	}
+	if (key == NULL || len == 0)
+		return route_random_bucket();
+	return route_bucket(cfg->salt ? cfg->salt : "", key, len);
+}
+
+static struct curl_slist *append(struct curl_slist *l, const char *k, const char *v, int *fail)
+{
+	size_t n = strlen(k) + strlen(v) + 3;
+	char *line = malloc(n);
+	if (line == NULL) {
+		*fail = 1;
+		return l;
+	}
+	/* "Name;" sends an empty header; "Name:" would delete it. */
+	if (*v)
+		snprintf(line, n, "%s: %s", k, v);
+	else
+		snprintf(line, n, "%s;", k);
+	struct curl_slist *r = curl_slist_append(l, line);
+	free(line);
+	if (r == NULL)
+		*fail = 1;
+	return r ? r : l;
+}
+
+static int skip_request_header(const char *k, const char *conn)
+{
+	static const char *const own[] = {"Content-Length", "Host", "Expect", "X-Forwarded-For",
+	                                  "X-Request-Id"};
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (strcasecmp(k, own[i]) == 0)
+			return 1;
+	return proxy_is_hop_by_hop(k, conn);
+}
+
+/* The headers sent upstream: the client's minus hop-by-hop and framing, plus ours. */
+static struct curl_slist *upstream_headers(struct proxy_req *pr)
+{
+	struct evhttp_request *req = pr->req;
+	const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	const char *conn = evhttp_find_header(in, "Connection");
+	struct curl_slist *l = NULL;
+	int fail = 0;
+	const struct evkeyval *h;
+	TAILQ_FOREACH(h, in, next)
+	{
+		if (!skip_request_header(h->key, conn))
+			l = append(l, h->key, h->value, &fail);
+	}
+	const char *xff = evhttp_find_header(in, "X-Forwarded-For");
+	const char *ip = peer_ip(req);
+	if (xff && *xff) {
+		size_t n = strlen(xff) + strlen(ip) + 3;
+		char *buf = malloc(n);
+		if (buf != NULL) {
+			snprintf(buf, n, "%s, %s", xff, ip);
+			l = append(l, "X-Forwarded-For", buf, &fail);
+		}
+		fail |= buf == NULL;
+		free(buf);
+	} else {
+		l = append(l, "X-Forwarded-For", ip, &fail);
+	}
+	l = append(l, "X-Request-Id", pr->request_id, &fail);
+	const char *host = evhttp_find_header(in, "Host");
+	if (host && *host)
+		l = append(l, "X-Forwarded-Host", host, &fail);
+	if (fail) {
+		curl_slist_free_all(l);
+		return NULL;
+	}
+	return l;
+}
+
+static void finish(struct proxy_req *pr)
+{
+	struct worker *w = pr->w;
+	if (pr->prev)
+		pr->prev->next = pr->next;
+	else if (w->reqs == pr)
+		w->reqs = pr->next;
+	if (pr->next)
+		pr->next->prev = pr->prev;
+	route_release(pr->snap);
+	free(pr);
+	if (w->inflight > 0)
+		w->inflight--;
+	worker_request_done(w);
+}
+
+static int skip_response_header(const char *k, const char *conn)
+{
+	static const char *const own[] = {"Content-Length", "X-Turnout-Variant", "X-Request-Id"};
+	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
+		if (strcasecmp(k, own[i]) == 0)
+			return 1;
+	return proxy_is_hop_by_hop(k, conn);
+}
+
+static void copy_response_headers(struct proxy_req *pr, const struct evkeyvalq *from)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(pr->req);
+	const char *conn = evhttp_find_header(from, "Connection");
+	const struct evkeyval *h;
+	TAILQ_FOREACH(h, from, next)
+	{
+		if (!skip_response_header(h->key, conn))
+			evhttp_add_header(out, h->key, h->value);
+	}
+	evhttp_add_header(out, "X-Turnout-Variant", pr->snap->variants[pr->variant].name);
+	evhttp_add_header(out, "X-Request-Id", pr->request_id);
+	if (pr->w->draining)
+		evhttp_add_header(out, "Connection", "close");
+}
+
+static enum stats_err stats_cause(enum upstream_err e)
+{
+	switch (e) {
+	case UPSTREAM_ERR_CONNECT:
+		return STATS_ERR_CONNECT;
+	case UPSTREAM_ERR_RESET:
+		return STATS_ERR_RESET;
+	case UPSTREAM_ERR_TIMEOUT:
+		return STATS_ERR_TIMEOUT;
+	default:
+		return STATS_ERR_PROTOCOL;
+	}
+}
+
+static void answer_upstream_error(struct proxy_req *pr, const struct upstream_result *res)
+{
+	const struct route_variant *v = &pr->snap->variants[pr->variant];
+	int code = res->err == UPSTREAM_ERR_TIMEOUT ? 504 : 502;
+	char msg[512];
+	snprintf(msg, sizeof(msg), "upstream %s of variant '%s' failed (%s): %s",
+	         pr->endpoint >= 0 ? v->endpoints[pr->endpoint].cfg->url : "?", v->name,
+	         upstream_err_name(res->err), res->detail);
+	log_warn("proxy: request %s: %s", pr->request_id, msg);
+	stats_error(pr->w->shard, v->stats_slot, stats_cause(res->err));
+	send_error(pr->req, code, v->name, upstream_err_name(res->err), msg, pr->request_id,
+	           pr->w->draining);
+	stats_record(pr->w->shard, v->stats_slot, code, now_us() - pr->start_us);
+}
+
+static void on_upstream_done(const struct upstream_result *res, void *arg)
+{
+	struct proxy_req *pr = arg;
+	pr->xfer = NULL;
+	proxy_set_state(pr, PROXY_STATE_DONE);
+	if (res->err != UPSTREAM_OK) {
+		answer_upstream_error(pr, res);
+		finish(pr);
+		return;
+	}
+	struct evbuffer *in = evhttp_request_get_input_buffer(pr->req);
+	struct proxy_live live = {
+	    .w = pr->w,
+	    .snap = pr->snap,
+	    .variant = pr->variant,
+	    .method = method_name(evhttp_request_get_command(pr->req)),
+	    .uri = evhttp_request_get_uri(pr->req),
+	    .request_id = pr->request_id,
+	    .req_headers = evhttp_request_get_input_headers(pr->req),
+	    .req_body = evbuffer_get_length(in) ? evbuffer_pullup(in, -1) : NULL,
+	    .req_body_len = evbuffer_get_length(in),
+	    .status = res->status,
+	    .resp_headers = res->headers,
+	    .resp_body = res->body,
+	    .latency_us = now_us() - pr->start_us,
+	};
+	/*
+	 * SHADOW HOOK: the live exchange is complete here (request body and
+	 * response body both available in `live`); mirroring and comparison
+	 * go here, e.g. shadow_after_live(&live). Must not block or drain
+	 * live.resp_body.
+	 */
+	(void)live;
+	copy_response_headers(pr, res->headers);
+	evhttp_send_reply(pr->req, (int)res->status, NULL, res->body);
+	stats_record(pr->w->shard, pr->snap->variants[pr->variant].stats_slot, (int)res->status,
+	             live.latency_us);
+	finish(pr);
+}
+
+static const char *method_name(enum evhttp_cmd_type c)
+{
+	switch (c) {
+	case EVHTTP_REQ_GET:
+		return "GET";
+	case EVHTTP_REQ_POST:
+		return "POST";
+	case EVHTTP_REQ_HEAD:
+		return "HEAD";
+	case EVHTTP_REQ_PUT:
+		return "PUT";
+	case EVHTTP_REQ_DELETE:
+		return "DELETE";
+	case EVHTTP_REQ_OPTIONS:
+		return "OPTIONS";
+	case EVHTTP_REQ_TRACE:
+		return "TRACE";
+	case EVHTTP_REQ_CONNECT:
+		return "CONNECT";
+	case EVHTTP_REQ_PATCH:
+		return "PATCH";
+	}
+	return NULL;
+}
+
+/* Route pr (snapshot taken) to a variant and endpoint; answers and returns -1 on failure. */
+static int route_request(struct proxy_req *pr)
+{
+	const struct route_snapshot *s = pr->snap;
+	const struct evkeyvalq *in = evhttp_request_get_input_headers(pr->req);
+	const char *oh = s->cfg->override_header;
+	const char *override = oh ? evhttp_find_header(in, oh) : NULL;
+	uint32_t bucket = override ? 0 : request_bucket(s, pr->req);
+	enum route_pick_result r = route_pick(s, bucket, override, &pr->variant);
+	char msg[512];
+	if (r == ROUTE_PICK_UNKNOWN_OVERRIDE) {
+		snprintf(msg, sizeof(msg), "header %s names unknown variant '%.64s'", oh, override);
+		send_error(pr->req, 400, NULL, "unknown_variant", msg, pr->request_id, 0);
+		return -1;
+	}
+	pr->endpoint = r == ROUTE_PICK_OK ? route_endpoint_pick(pr->snap, pr->variant) : -1;
+	if (pr->endpoint < 0) {
+		const char *name = s->variants[pr->variant].name;
+		snprintf(msg, sizeof(msg), "variant '%s' has no healthy endpoint", name);
+		stats_record(pr->w->shard, s->variants[pr->variant].stats_slot, 503,
+		             now_us() - pr->start_us);
+		send_error(pr->req, 503, name, "no_healthy_endpoint", msg, pr->request_id, 0);
+		return -1;
+	}
+	return 0;
+}
+
+static int start_upstream(struct proxy_req *pr)
+{
+	const char *uri = evhttp_request_get_uri(pr->req);
+	const char *method = method_name(evhttp_request_get_command(pr->req));
+	const struct route_variant *v = &pr->snap->variants[pr->variant];
+	char url[PROXY_URL_MAX];
+	int n = snprintf(url, sizeof(url), "%s%s", v->endpoints[pr->endpoint].cfg->url, uri);
+	if (n < 0 || (size_t)n >= sizeof(url) || method == NULL) {
+		send_error(pr->req, 400, v->name, "bad_request", "request target too long",
+		           pr->request_id, 0);
+		return -1;
+	}
+	struct evbuffer *in = evhttp_request_get_input_buffer(pr->req);
+	size_t len = evbuffer_get_length(in);
+	struct upstream_request ureq = {
+	    .method = method,
+	    .url = url,
+	    .headers = upstream_headers(pr),
+	    .body = len ? evbuffer_pullup(in, -1) : NULL,
+	    .body_len = len,
+	    .copy_body = 0, /* the evhttp request keeps it until we answer */
+	    .timeout_ms = pr->snap->cfg->limits.upstream_timeout_ms,
+	    .max_response = PROXY_MAX_RESPONSE,
+	    .cb = on_upstream_done,
+	    .arg = pr,
+	};
+	char err[256];
+	if (ureq.headers == NULL ||
+	    (pr->xfer = upstream_submit(pr->w->up, &ureq, err, sizeof(err))) == NULL) {
+		if (ureq.headers == NULL)
+			snprintf(err, sizeof(err), "out of memory");
+		log_error("proxy: request %s: cannot start upstream transfer: %s", pr->request_id,
+		          err);
+		send_error(pr->req, 502, v->name, "internal", err, pr->request_id, 0);
+		return -1;
+	}
+	proxy_set_state(pr, PROXY_STATE_UPSTREAM);
+	return 0;
+}
+
+/* Answers framing errors and overload before any routing; returns -1 if answered. */
+static int admit(struct worker *w, struct evhttp_request *req, const struct route_snapshot *s)
+{
+	char err[128];
+	const char *uri = evhttp_request_get_uri(req);
+	if (proxy_check_framing(evhttp_request_get_input_headers(req), err, sizeof(err)) < 0) {
+		send_error(req, 400, NULL, "bad_framing", err, NULL, 1);
+		return -1;
+	}
+	if (uri == NULL || uri[0] != '/') {
+		send_error(req, 400, NULL, "bad_request", "request target must be a path", NULL, 0);
+		return -1;
+	}
+	if (s == NULL) {
+		send_error(req, 503, NULL, "no_route", "no routing snapshot yet", NULL, 0);
+		return -1;
+	}
+	if (w->inflight >= s->cfg->limits.max_inflight) {
+		send_error(req, 503, NULL, "overloaded",
+		           "too many requests in flight on this worker", NULL, 0);
+		return -1;
+	}
+	return 0;
+}
+
+void proxy_handle(struct evhttp_request *req, void *arg)
+{
+	struct worker *w = arg;
+	uint64_t start = now_us();
+	struct route_snapshot *snap = route_acquire();
+	if (admit(w, req, snap) < 0) {
+		route_release(snap);
+		return;
+	}
+	struct proxy_req *pr = calloc(1, sizeof(*pr));
+	if (pr == NULL) {
+		route_release(snap);
+		send_error(req, 503, NULL, "overloaded", "out of memory", NULL, 0);
+		return;
+	}
+	pr->w = w;
+	pr->req = req;
+	pr->snap = snap;
+	pr->start_us = start;
+	pr->state = PROXY_STATE_NEW;
+	make_request_id(pr, evhttp_request_get_input_headers(req));
+	pr->next = w->reqs;
+	if (w->reqs)
+		w->reqs->prev = pr;
+	w->reqs = pr;
+	w->inflight++;
+	/* The live variant is chosen in route_request; a mirror decided "beside" the
+	 * primary would go right after it (see the SHADOW HOOK in on_upstream_done). */
+	if (route_request(pr) < 0 || start_upstream(pr) < 0) {
+		proxy_set_state(pr, PROXY_STATE_DONE);
+		finish(pr);
+	}
+}
+
+void proxy_abort_all(struct worker *w)
+{
+	while (w->reqs != NULL) {
+		struct proxy_req *pr = w->reqs;
+		upstream_cancel(pr->xfer);
+		pr->xfer = NULL;
+		proxy_set_state(pr, PROXY_STATE_DONE);
+		send_error(pr->req, 503, pr->snap->variants[pr->variant].name, "draining",
+		           "the router is shutting down", pr->request_id, 1);
+		finish(pr);
+	}
+}

@@ -1,0 +1,177 @@
+#!/usr/bin/python3
+"""A real, threaded HTTP/1.1 backend for integration tests (loopback only).
+
+Run:  backend.py --port N [--name NAME] [--mode MODE] [--delay-ms N]
+
+Every answer carries "X-Backend: NAME". What it does is chosen by the path
+(or, for every path, by --mode):
+
+  /health, /v2/health/ready   200 "ok"
+  /echo                        the request body back, byte-exact, same Content-Type
+  /slow?ms=N                   sleep N ms, then the fixed answer
+  /big?bytes=N&seed=S          N bytes of a deterministic pattern (see pattern())
+  /status?code=N               that status with a small JSON body
+  /close                       close the connection without answering
+  /reset                       reset the connection (RST) without answering
+  /garbage                     write bytes that are not HTTP, then close
+  anything else                the fixed answer: JSON {"backend", "method", "path",
+                               "headers", "body_len", "body_sha256"}
+
+--mode echo|slow|close|reset|garbage applies that behaviour to every path except
+/health; --delay-ms adds a delay before every answer (except /health).
+SIGTERM stops it and it exits 0.
+"""
+
+import argparse
+import hashlib
+import json
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MAX_BODY = 64 * 1024 * 1024
+
+
+def pattern(n, seed=0):
+    """n bytes, deterministic in (n, seed); tests rebuild them to compare byte-exact."""
+    block = hashlib.sha256(f"turnout-pattern-{seed}".encode()).digest() * 64  # 2 KiB
+    reps = n // len(block) + 1
+    return (block * reps)[:n]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "turnout-test-backend"
+
+    def log_message(self, fmt, *args):  # quiet: tests read only failures
+        pass
+
+    def _read_body(self):
+        te = self.headers.get("Transfer-Encoding", "")
+        if te.lower() == "chunked":
+            chunks, total = [], 0
+            for _ in range(1 << 20):
+                line = self.rfile.readline(1024)
+                size = int(line.split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                total += size
+                if total > MAX_BODY:
+                    raise ValueError("body too large")
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(8)
+            return b"".join(chunks)
+        n = int(self.headers.get("Content-Length", "0") or "0")
+        if n > MAX_BODY:
+            raise ValueError("body too large")
+        return self.rfile.read(n) if n else b""
+
+    def _send(self, code, body, ctype="application/json", extra=None):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Backend", self.server.name)
+        for k, v in (extra or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _fixed(self, body):
+        doc = {
+            "backend": self.server.name,
+            "method": self.command,
+            "path": self.path,
+            "headers": [[k, v] for k, v in self.headers.items()],
+            "body_len": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+        }
+        self._send(200, json.dumps(doc).encode())
+
+    def _abort(self, how):
+        sock = self.connection
+        if how == "reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif how == "garbage":
+            sock.sendall(b"\x00\x01NOT HTTP AT ALL\r\n\r\n\xff\xfe")
+        self.close_connection = True
+        try:
+            sock.shutdown(socket.SHUT_RDWR) if how != "reset" else None
+        except OSError:
+            pass
+        sock.close()
+
+    def _handle(self):
+        try:
+            body = self._read_body()
+        except (ValueError, OSError):
+            self._send(400, b'{"error":"bad body"}')
+            return
+        url = urllib.parse.urlsplit(self.path)
+        q = dict(urllib.parse.parse_qsl(url.query))
+        route = url.path
+        if route in ("/health", "/v2/health/ready"):
+            self._send(200, b"ok", "text/plain")
+            return
+        if self.server.mode:
+            route = "/" + self.server.mode
+        if self.server.delay_ms:
+            time.sleep(self.server.delay_ms / 1000.0)
+        if route == "/echo":
+            self._send(200, body, self.headers.get("Content-Type", "application/octet-stream"))
+        elif route == "/slow":
+            time.sleep(int(q.get("ms", "1000")) / 1000.0)
+            self._fixed(body)
+        elif route == "/big":
+            n = min(int(q.get("bytes", "0")), MAX_BODY)
+            self._send(200, pattern(n, int(q.get("seed", "0"))), "application/octet-stream")
+        elif route == "/status":
+            code = int(q.get("code", "200"))
+            self._send(code, json.dumps({"status": code}).encode())
+        elif route in ("/close", "/reset", "/garbage"):
+            self._abort(route[1:])
+        else:
+            self._fixed(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _handle
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--name", default="backend")
+    ap.add_argument("--mode", default="", choices=["", "echo", "slow", "close", "reset", "garbage"])
+    ap.add_argument("--delay-ms", type=int, default=0)
+    a = ap.parse_args()
+    if a.host not in ("127.0.0.1", "::1", "localhost"):
+        sys.exit("backend.py: loopback addresses only")
+    srv = Server((a.host, a.port), Handler)
+    srv.name, srv.mode, srv.delay_ms = a.name, a.mode, a.delay_ms
+
+    def stop(signum, frame):
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"backend {a.name} listening on {a.host}:{a.port}", flush=True)
+    srv.serve_forever(poll_interval=0.1)
+    srv.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
