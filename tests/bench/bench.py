@@ -327,14 +327,37 @@ def turnout_yaml(port, workers, b1, b2, mode):
         lines += ["canary:", "  percent: 10"]
     if mode == "shadow":
         lines += ["shadow:", "  percent: 100", "  compare:",
-                  "    - { path: outputs[name=label].data, mode: exact }",
-                  "    - { path: outputs[name=probabilities].data, mode: numeric, "
+                  "    - { path: 'outputs[name=label].data', mode: exact }",
+                  "    - { path: 'outputs[name=probabilities].data', mode: numeric, "
                   "tolerance: 1e-3 }"]
     else:
         lines += ["shadow:", "  percent: 0"]
     lines += ["limits: { client_timeout: 600s, max_connections: 20000 }",
               "access_log: off", "log_level: warn", ""]
     return "\n".join(lines)
+
+
+def wait_variant(srv, body, variant, timeout=20):
+    """Wait until turnout serves variant when pinned to it (both colours healthy)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=2)
+        try:
+            conn.request("POST", INFER_PATH, body=body,
+                         headers={"Content-Type": "application/json",
+                                  "X-Turnout-Variant": variant})
+            r = conn.getresponse()
+            r.read()
+            last = (r.status, r.getheader("X-Turnout-Variant"))
+            if last == (200, variant):
+                return
+        except OSError as e:
+            last = str(e)
+        finally:
+            conn.close()
+        time.sleep(0.05)
+    log(f"warning: {srv.name} does not serve {variant} yet ({last}); measuring anyway")
 
 
 def start_turnout(name, bindir, workers, b1, b2, mode):
@@ -694,9 +717,14 @@ class Context:
                                        capture_output=True).returncode == 0
 
     def turnout(self, name, workers, b1, b2, mode):
+        """Start turnout and wait until it answers through both variants."""
         if self.turnout_missing:
             return None
-        return start_turnout(name, self.bindir, workers, b1, b2, mode)
+        srv = start_turnout(name, self.bindir, workers, b1, b2, mode)
+        wait_ready(srv, self.body)
+        for v in ("blue", "green"):
+            wait_variant(srv, self.body, v)
+        return srv
 
     def slow_backend(self):
         if self._slow is None:
