@@ -32,8 +32,8 @@ struct onnx_value_info {
  */
 struct onnx_model *onnx_model_load(const char *path, char *err, size_t errlen);
 /* Same from memory; name is used in messages. */
-struct onnx_model *onnx_model_load_buffer(const char *name, const void *buf, size_t len,
-                                          char *err, size_t errlen);
+struct onnx_model *onnx_model_load_buffer(const char *name, const void *buf, size_t len, char *err,
+                                          size_t errlen);
 /* Free a model. Accepts NULL. */
 void onnx_model_free(struct onnx_model *m);
 
@@ -52,5 +52,15 @@ const struct onnx_value_info *onnx_model_output(const struct onnx_model *m, size
  */
 int onnx_model_run(const struct onnx_model *m, struct tensor *const *inputs, size_t n_inputs,
                    struct tensor **outputs, char *err, size_t errlen);
+
+/*
+ * Read one serialized ONNX TensorProto (as the ONNX test suite's
+ * input_N.pb / output_N.pb files) into a new tensor (caller frees with
+ * tensor_free). Returns NULL with err naming the file and the reason.
+ */
+struct tensor *onnx_tensor_load(const char *path, char *err, size_t errlen);
+/* Same from memory; name is used in messages. */
+struct tensor *onnx_tensor_load_buffer(const char *name, const void *buf, size_t len, char *err,
+                                       size_t errlen);
 
 #endif

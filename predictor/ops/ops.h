@@ -1,0 +1,144 @@
+/*
+ * ops.h - operator kernels of the predictor's ONNX runtime.
+ *
+ * Each ONNX operator is a row in a table (struct ops_kernel): a prepare step
+ * that runs once at model load, reads the node's attributes into struct
+ * ops_params, checks the input dtypes and refuses what the kernel cannot run
+ * (with a reason), and a run step that computes output tensors from input
+ * tensors. Run steps only read the node and their inputs, so one node may run
+ * in several threads at once. Shapes are checked at run time, since the batch
+ * dimension is only known then.
+ */
+#ifndef TURNOUT_OPS_H
+#define TURNOUT_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "onnx.pb-c.h"
+#include "tensor.h"
+
+#define OPS_ERR_MAX 256
+
+/* Attributes, parsed once at load; each kernel uses the fields it needs. */
+struct ops_params {
+	int64_t axis;
+	int keepdims;
+	int select_last_index;
+	int64_t to; /* Cast */
+	float alpha, beta, gamma, epsilon;
+	float min, max; /* Clip before opset 11 */
+	int trans_a, trans_b;
+	int auto_pad; /* enum ops_auto_pad */
+	int ceil_mode;
+	int count_include_pad;
+	int64_t group;
+	int nk; /* spatial rank of kernel_shape, 0 if not given */
+	int64_t kernel[TENSOR_MAX_DIMS];
+	int64_t strides[TENSOR_MAX_DIMS];
+	int64_t dilations[TENSOR_MAX_DIMS];
+	int npads; /* 0 or 2 * spatial rank */
+	int64_t pads[2 * TENSOR_MAX_DIMS];
+	int nperm; /* Transpose, -1 if not given */
+	int64_t perm[TENSOR_MAX_DIMS];
+	int naxes; /* axes attribute, -1 if not given */
+	int64_t axes[TENSOR_MAX_DIMS];
+	int allowzero;
+	int noop_with_empty_axes;
+	int legacy; /* op-specific: semantics of an older opset */
+};
+
+enum ops_auto_pad {
+	OPS_PAD_NOTSET,
+	OPS_PAD_VALID,
+	OPS_PAD_SAME_UPPER,
+	OPS_PAD_SAME_LOWER,
+};
+
+struct ops_kernel;
+
+/* One node of a loaded graph. Names point into the model's storage. */
+struct ops_node {
+	const char *name;
+	const char *op_type;
+	const struct ops_kernel *kernel;
+	int opset; /* of the default domain */
+	struct ops_params p;
+	size_t n_in, n_out;
+	int *in;  /* value slots, -1 for an omitted optional input */
+	int *out; /* value slots */
+};
+
+/*
+ * prepare: called once at load with the node's attributes and the dtypes of
+ * its inputs (TENSOR_UNDEFINED for an omitted optional input). Fills n->p and
+ * out_types[0..n->n_out-1]. Returns 0, or -1 with err saying why the node
+ * cannot run ("auto_pad=SAME_LOWER not supported"); the caller adds the node
+ * name and operator.
+ *
+ * run: in[i] is NULL for an omitted optional input. Sets out[0..n_out-1] to
+ * new tensors (the caller owns them, and frees any left set after a failure).
+ * Returns 0, or -1 with err (e.g. a shape mismatch).
+ */
+struct ops_kernel {
+	const char *op_type;
+	int min_in, max_in; /* max_in -1 = variadic */
+	int min_out, max_out;
+	int (*prepare)(struct ops_node *n, const Onnx__NodeProto *np,
+	               const enum tensor_dtype *in_types, enum tensor_dtype *out_types, char *err,
+	               size_t errlen);
+	int (*run)(const struct ops_node *n, const struct tensor *const *in, struct tensor **out,
+	           char *err, size_t errlen);
+	const void *impl; /* family-specific: the element function of a unary op, ... */
+};
+
+/* The kernel for an operator of the default ONNX domain, or NULL. */
+const struct ops_kernel *ops_find(const char *op_type);
+/* Tables of each family (NULL-terminated by op_type), gathered by ops_find. */
+extern const struct ops_kernel ops_elementwise_kernels[];
+extern const struct ops_kernel ops_linalg_kernels[];
+extern const struct ops_kernel ops_nn_kernels[];
+extern const struct ops_kernel ops_shape_kernels[];
+extern const struct ops_kernel ops_reduce_kernels[];
+
+/* Attribute helpers: the attribute named name of np, or NULL. */
+const Onnx__AttributeProto *ops_attr(const Onnx__NodeProto *np, const char *name);
+/*
+ * Read an INT / FLOAT / STRING / INTS attribute, or the default when absent.
+ * Return 0, or -1 with err when the attribute has the wrong type or (INTS)
+ * more than max values.
+ */
+int ops_attr_int(const Onnx__NodeProto *np, const char *name, int64_t def, int64_t *out, char *err,
+                 size_t errlen);
+int ops_attr_float(const Onnx__NodeProto *np, const char *name, float def, float *out, char *err,
+                   size_t errlen);
+int ops_attr_string(const Onnx__NodeProto *np, const char *name, const char *def, char *out,
+                    size_t outlen, char *err, size_t errlen);
+int ops_attr_ints(const Onnx__NodeProto *np, const char *name, int64_t *out, int max, int *n,
+                  char *err, size_t errlen);
+
+/* Shape helpers. */
+/* "[2,3,4]" into buf; returns buf. */
+const char *ops_shape_str(const int64_t *dims, int ndim, char *buf, size_t len);
+/* Normalize axis (may be negative) against rank; -1 with err if out of range. */
+int ops_axis(int64_t axis, int rank, int64_t *out, char *err, size_t errlen);
+/*
+ * numpy broadcast of a and b into out (rank max of both); returns 0 or -1 with
+ * err naming both shapes.
+ */
+int ops_broadcast_shape(const struct tensor *a, const struct tensor *b, int64_t *out, int *ndim,
+                        char *err, size_t errlen);
+/* Allocate an output tensor; -1 with err on failure. */
+int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
+            size_t errlen);
+/* Element count of a shape. */
+size_t ops_numel(const int64_t *dims, int ndim);
+/* Reads element i of an integer tensor (INT64 or INT32) as int64. */
+int64_t ops_get_int(const struct tensor *t, size_t i);
+/* Requires dtype to be one of the listed (0-terminated); -1 with err otherwise. */
+int ops_require_dtype(enum tensor_dtype t, const char *what, const enum tensor_dtype *ok, char *err,
+                      size_t errlen);
+/* Name of an ONNX data type for messages ("FLOAT", "INT64", "FLOAT16"...). */
+const char *ops_dtype_name(int onnx_type);
+
+#endif

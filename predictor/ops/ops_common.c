@@ -1,0 +1,196 @@
+/*
+ * ops_common.c - the operator table and the helpers the kernels share:
+ * attribute readers, numpy broadcasting, shape formatting and output
+ * allocation.
+ */
+#include "ops.h"
+
+#include <stdio.h>
+#include <string.h>
+
+const struct ops_kernel *ops_find(const char *op_type)
+{
+	static const struct ops_kernel *const tables[] = {
+	    ops_elementwise_kernels, ops_linalg_kernels, ops_nn_kernels,
+	    ops_shape_kernels,       ops_reduce_kernels,
+	};
+	if (!op_type)
+		return NULL;
+	for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]); t++)
+		for (const struct ops_kernel *k = tables[t]; k->op_type; k++)
+			if (strcmp(k->op_type, op_type) == 0)
+				return k;
+	return NULL;
+}
+
+const Onnx__AttributeProto *ops_attr(const Onnx__NodeProto *np, const char *name)
+{
+	for (size_t i = 0; i < np->n_attribute; i++)
+		if (np->attribute[i]->name && strcmp(np->attribute[i]->name, name) == 0)
+			return np->attribute[i];
+	return NULL;
+}
+
+static int wrong_type(const char *name, const char *want, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "attribute '%s' is not of type %s", name, want);
+	return -1;
+}
+
+int ops_attr_int(const Onnx__NodeProto *np, const char *name, int64_t def, int64_t *out, char *err,
+                 size_t errlen)
+{
+	const Onnx__AttributeProto *a = ops_attr(np, name);
+	*out = def;
+	if (!a)
+		return 0;
+	if (a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT)
+		return wrong_type(name, "INT", err, errlen);
+	*out = a->i;
+	return 0;
+}
+
+int ops_attr_float(const Onnx__NodeProto *np, const char *name, float def, float *out, char *err,
+                   size_t errlen)
+{
+	const Onnx__AttributeProto *a = ops_attr(np, name);
+	*out = def;
+	if (!a)
+		return 0;
+	if (a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT)
+		return wrong_type(name, "FLOAT", err, errlen);
+	*out = a->f;
+	return 0;
+}
+
+int ops_attr_string(const Onnx__NodeProto *np, const char *name, const char *def, char *out,
+                    size_t outlen, char *err, size_t errlen)
+{
+	const Onnx__AttributeProto *a = ops_attr(np, name);
+	snprintf(out, outlen, "%s", def);
+	if (!a)
+		return 0;
+	if (a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING)
+		return wrong_type(name, "STRING", err, errlen);
+	if (a->s.len >= outlen || memchr(a->s.data, 0, a->s.len)) {
+		snprintf(err, errlen, "attribute '%s': bad string value", name);
+		return -1;
+	}
+	memcpy(out, a->s.data, a->s.len);
+	out[a->s.len] = 0;
+	return 0;
+}
+
+int ops_attr_ints(const Onnx__NodeProto *np, const char *name, int64_t *out, int max, int *n,
+                  char *err, size_t errlen)
+{
+	const Onnx__AttributeProto *a = ops_attr(np, name);
+	*n = -1;
+	if (!a)
+		return 0;
+	if (a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS)
+		return wrong_type(name, "INTS", err, errlen);
+	if (a->n_ints > (size_t)max) {
+		snprintf(err, errlen, "attribute '%s' has %zu values, at most %d supported", name,
+		         a->n_ints, max);
+		return -1;
+	}
+	if (a->n_ints)
+		memcpy(out, a->ints, a->n_ints * sizeof(out[0]));
+	*n = (int)a->n_ints;
+	return 0;
+}
+
+const char *ops_shape_str(const int64_t *dims, int ndim, char *buf, size_t len)
+{
+	size_t off = 0;
+	int w = snprintf(buf, len, "[");
+	off = w > 0 ? (size_t)w : 0;
+	for (int i = 0; i < ndim && off < len; i++) {
+		w = snprintf(buf + off, len - off, "%s%lld", i ? "," : "", (long long)dims[i]);
+		off += w > 0 ? (size_t)w : 0;
+	}
+	if (off < len)
+		snprintf(buf + off, len - off, "]");
+	return buf;
+}
+
+int ops_axis(int64_t axis, int rank, int64_t *out, char *err, size_t errlen)
+{
+	if (axis < -(int64_t)rank || axis >= rank) {
+		snprintf(err, errlen, "axis %lld out of range for rank %d", (long long)axis, rank);
+		return -1;
+	}
+	*out = axis < 0 ? axis + rank : axis;
+	return 0;
+}
+
+int ops_broadcast_shape(const struct tensor *a, const struct tensor *b, int64_t *out, int *ndim,
+                        char *err, size_t errlen)
+{
+	int n = a->ndim > b->ndim ? a->ndim : b->ndim;
+	for (int i = 0; i < n; i++) {
+		int ia = i - (n - a->ndim), ib = i - (n - b->ndim);
+		int64_t da = ia >= 0 ? a->dims[ia] : 1, db = ib >= 0 ? b->dims[ib] : 1;
+		if (da != db && da != 1 && db != 1) {
+			char sa[96], sb[96];
+			snprintf(err, errlen, "shapes %s and %s do not broadcast",
+			         ops_shape_str(a->dims, a->ndim, sa, sizeof(sa)),
+			         ops_shape_str(b->dims, b->ndim, sb, sizeof(sb)));
+			return -1;
+		}
+		out[i] = da == 1 ? db : da;
+	}
+	*ndim = n;
+	return 0;
+}
+
+int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
+            size_t errlen)
+{
+	*out = tensor_new(NULL, dtype, ndim, dims);
+	if (!*out) {
+		char s[128];
+		snprintf(err, errlen, "cannot allocate a tensor of shape %s",
+		         ops_shape_str(dims, ndim, s, sizeof(s)));
+		return -1;
+	}
+	return 0;
+}
+
+size_t ops_numel(const int64_t *dims, int ndim)
+{
+	size_t n = 1;
+	for (int i = 0; i < ndim; i++)
+		n *= (size_t)dims[i];
+	return n;
+}
+
+int64_t ops_get_int(const struct tensor *t, size_t i)
+{
+	if (t->dtype == TENSOR_INT32)
+		return ((const int32_t *)t->data)[i];
+	return ((const int64_t *)t->data)[i];
+}
+
+const char *ops_dtype_name(int onnx_type)
+{
+	static const char *const names[] = {
+	    "UNDEFINED", "FLOAT",  "UINT8",     "INT8",       "UINT16",   "INT16",
+	    "INT32",     "INT64",  "STRING",    "BOOL",       "FLOAT16",  "DOUBLE",
+	    "UINT32",    "UINT64", "COMPLEX64", "COMPLEX128", "BFLOAT16",
+	};
+	if (onnx_type < 0 || (size_t)onnx_type >= sizeof(names) / sizeof(names[0]))
+		return "unknown type";
+	return names[onnx_type];
+}
+
+int ops_require_dtype(enum tensor_dtype t, const char *what, const enum tensor_dtype *ok, char *err,
+                      size_t errlen)
+{
+	for (; *ok; ok++)
+		if (*ok == t)
+			return 0;
+	snprintf(err, errlen, "%s: dtype %s not supported", what, ops_dtype_name((int)t));
+	return -1;
+}

@@ -1,0 +1,519 @@
+/*
+ * ops_nn.c - neural-network operators: Conv (pads, strides, dilations, group,
+ * auto_pad), MaxPool and AveragePool (ceil_mode, count_include_pad),
+ * GlobalAveragePool, GlobalMaxPool, BatchNormalization (inference),
+ * Softmax, LogSoftmax and Hardmax (opset 13 per-axis semantics, and the
+ * flatten-to-2-D semantics of the older opsets).
+ *
+ * Convolution and pooling handle 1, 2 or 3 spatial dimensions by padding the
+ * spatial shape to three (extra dimensions of size 1, kernel 1), so one loop
+ * nest serves all of them.
+ */
+#include "ops.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define SP 3 /* spatial dimensions after padding */
+
+static const enum tensor_dtype float_only[] = {TENSOR_FLOAT, 0};
+
+/* Geometry of one convolution or pooling window walk, padded to SP dims. */
+struct window {
+	int64_t in[SP], out[SP], k[SP], s[SP], d[SP], pb[SP], pe[SP];
+};
+
+static int parse_auto_pad(const Onnx__NodeProto *np, int *out, char *err, size_t errlen)
+{
+	char s[32];
+	if (ops_attr_string(np, "auto_pad", "NOTSET", s, sizeof(s), err, errlen))
+		return -1;
+	if (strcmp(s, "NOTSET") == 0)
+		*out = OPS_PAD_NOTSET;
+	else if (strcmp(s, "VALID") == 0)
+		*out = OPS_PAD_VALID;
+	else if (strcmp(s, "SAME_UPPER") == 0)
+		*out = OPS_PAD_SAME_UPPER;
+	else if (strcmp(s, "SAME_LOWER") == 0)
+		*out = OPS_PAD_SAME_LOWER;
+	else {
+		snprintf(err, errlen, "auto_pad=%s not supported", s);
+		return -1;
+	}
+	return 0;
+}
+
+/* Reads the window attributes shared by Conv and the pools. */
+static int prepare_window(struct ops_node *n, const Onnx__NodeProto *np, char *err, size_t errlen)
+{
+	struct ops_params *p = &n->p;
+	int ns, nd;
+	if (parse_auto_pad(np, &p->auto_pad, err, errlen) ||
+	    ops_attr_ints(np, "kernel_shape", p->kernel, SP, &p->nk, err, errlen) ||
+	    ops_attr_ints(np, "strides", p->strides, SP, &ns, err, errlen) ||
+	    ops_attr_ints(np, "dilations", p->dilations, SP, &nd, err, errlen) ||
+	    ops_attr_ints(np, "pads", p->pads, 2 * SP, &p->npads, err, errlen))
+		return -1;
+	if (p->nk < 0)
+		p->nk = 0;
+	if (p->npads < 0)
+		p->npads = 0;
+	for (int i = ns < 0 ? 0 : ns; i < SP; i++)
+		p->strides[i] = 1;
+	for (int i = nd < 0 ? 0 : nd; i < SP; i++)
+		p->dilations[i] = 1;
+	int rank = p->nk ? p->nk : (ns > 0 ? ns : (nd > 0 ? nd : p->npads / 2));
+	if ((ns > 0 && ns != rank) || (nd > 0 && nd != rank) ||
+	    (p->npads && p->npads != 2 * rank) || (p->nk && p->nk != rank)) {
+		snprintf(err, errlen, "kernel_shape, strides, dilations and pads disagree on rank");
+		return -1;
+	}
+	for (int i = 0; i < SP; i++)
+		if (p->strides[i] < 1 || p->dilations[i] < 1 || (i < p->nk && p->kernel[i] < 1)) {
+			snprintf(err, errlen, "strides, dilations and kernel_shape must be >= 1");
+			return -1;
+		}
+	for (int i = 0; i < p->npads; i++)
+		if (p->pads[i] < 0) {
+			snprintf(err, errlen, "negative pads not supported");
+			return -1;
+		}
+	return 0;
+}
+
+/* Fills w from x's spatial shape, the kernel and the node's attributes. */
+static int window_setup(const struct ops_params *p, const struct tensor *x, const int64_t *kernel,
+                        int ceil_mode, struct window *w, char *err, size_t errlen)
+{
+	int ns = x->ndim - 2;
+	if (ns < 1 || ns > SP || (p->nk && p->nk != ns) || (p->npads && p->npads != 2 * ns)) {
+		char s[96];
+		snprintf(err, errlen,
+		         "input %s: expected [N,C,D1..Dk] with k = 1..3 matching the "
+		         "kernel",
+		         ops_shape_str(x->dims, x->ndim, s, sizeof(s)));
+		return -1;
+	}
+	for (int i = 0; i < SP; i++) {
+		int on = i < ns;
+		w->in[i] = on ? x->dims[2 + i] : 1;
+		w->k[i] = on ? kernel[i] : 1;
+		w->s[i] = on ? p->strides[i] : 1;
+		w->d[i] = on ? p->dilations[i] : 1;
+		w->pb[i] = on && p->npads ? p->pads[i] : 0;
+		w->pe[i] = on && p->npads ? p->pads[ns + i] : 0;
+		int64_t ext = w->d[i] * (w->k[i] - 1) + 1;
+		if (p->auto_pad == OPS_PAD_VALID) {
+			w->pb[i] = w->pe[i] = 0;
+		} else if (p->auto_pad == OPS_PAD_SAME_UPPER || p->auto_pad == OPS_PAD_SAME_LOWER) {
+			int64_t o = (w->in[i] + w->s[i] - 1) / w->s[i];
+			int64_t total = (o - 1) * w->s[i] + ext - w->in[i];
+			if (total < 0)
+				total = 0;
+			w->pb[i] =
+			    p->auto_pad == OPS_PAD_SAME_UPPER ? total / 2 : total - total / 2;
+			w->pe[i] = total - w->pb[i];
+		}
+		int64_t span = w->in[i] + w->pb[i] + w->pe[i] - ext;
+		if (span < 0) {
+			snprintf(err, errlen, "kernel larger than the padded input");
+			return -1;
+		}
+		w->out[i] = (ceil_mode ? (span + w->s[i] - 1) / w->s[i] : span / w->s[i]) + 1;
+	}
+	return 0;
+}
+
+/* ---- Conv ---- */
+
+static int prepare_conv(struct ops_node *n, const Onnx__NodeProto *np,
+                        const enum tensor_dtype *in_types, enum tensor_dtype *out_types, char *err,
+                        size_t errlen)
+{
+	for (size_t i = 0; i < n->n_in; i++)
+		if (in_types[i] != TENSOR_UNDEFINED &&
+		    ops_require_dtype(in_types[i], "input", float_only, err, errlen))
+			return -1;
+	if (prepare_window(n, np, err, errlen) ||
+	    ops_attr_int(np, "group", 1, &n->p.group, err, errlen))
+		return -1;
+	if (n->p.group < 1) {
+		snprintf(err, errlen, "group=%lld not supported", (long long)n->p.group);
+		return -1;
+	}
+	out_types[0] = TENSOR_FLOAT;
+	return 0;
+}
+
+static int run_conv(const struct ops_node *n, const struct tensor *const *in, struct tensor **out,
+                    char *err, size_t errlen)
+{
+	const struct tensor *x = in[0], *wt = in[1], *b = n->n_in > 2 ? in[2] : NULL;
+	const struct ops_params *p = &n->p;
+	char s1[96], s2[96];
+	if (wt->ndim != x->ndim || x->ndim < 3)
+		goto bad;
+	int64_t N = x->dims[0], C = x->dims[1], M = wt->dims[0], G = p->group;
+	if (C % G || M % G || wt->dims[1] != C / G || (b && (b->ndim != 1 || b->dims[0] != M)))
+		goto bad;
+	int64_t kernel[SP];
+	for (int i = 0; i < x->ndim - 2 && i < SP; i++) {
+		kernel[i] = wt->dims[2 + i];
+		if (p->nk && p->kernel[i] != kernel[i])
+			goto bad;
+	}
+	struct window w;
+	if (window_setup(p, x, kernel, 0, &w, err, errlen))
+		return -1;
+	int64_t od[TENSOR_MAX_DIMS] = {N, M};
+	for (int i = 0; i < x->ndim - 2; i++)
+		od[2 + i] = w.out[i];
+	if (ops_new(out, TENSOR_FLOAT, x->ndim, od, err, errlen))
+		return -1;
+	const float *xd = x->data, *wd = wt->data, *bd = b ? b->data : NULL;
+	float *y = (*out)->data;
+	int64_t cg = C / G, mg = M / G;
+	size_t isz = (size_t)(w.in[0] * w.in[1] * w.in[2]);
+	size_t ksz = (size_t)(w.k[0] * w.k[1] * w.k[2]);
+	for (int64_t nn = 0; nn < N; nn++)
+		for (int64_t m = 0; m < M; m++) {
+			int64_t g = m / mg;
+			const float *wm = wd + (size_t)m * (size_t)cg * ksz;
+			for (int64_t o0 = 0; o0 < w.out[0]; o0++)
+				for (int64_t o1 = 0; o1 < w.out[1]; o1++)
+					for (int64_t o2 = 0; o2 < w.out[2]; o2++) {
+						float sum = bd ? bd[m] : 0.0f;
+						for (int64_t c = 0; c < cg; c++) {
+							const float *xc =
+							    xd + ((size_t)nn * (size_t)C +
+							          (size_t)(g * cg + c)) *
+							             isz;
+							const float *wc = wm + (size_t)c * ksz;
+							for (int64_t k0 = 0; k0 < w.k[0]; k0++) {
+								int64_t i0 = o0 * w.s[0] - w.pb[0] +
+								             k0 * w.d[0];
+								if (i0 < 0 || i0 >= w.in[0])
+									continue;
+								for (int64_t k1 = 0; k1 < w.k[1];
+								     k1++) {
+									int64_t i1 = o1 * w.s[1] -
+									             w.pb[1] +
+									             k1 * w.d[1];
+									if (i1 < 0 || i1 >= w.in[1])
+										continue;
+									const float *xr =
+									    xc +
+									    (i0 * w.in[1] + i1) *
+									        w.in[2];
+									const float *wr =
+									    wc +
+									    (k0 * w.k[1] + k1) *
+									        w.k[2];
+									for (int64_t k2 = 0;
+									     k2 < w.k[2]; k2++) {
+										int64_t i2 =
+										    o2 * w.s[2] -
+										    w.pb[2] +
+										    k2 * w.d[2];
+										if (i2 < 0 ||
+										    i2 >= w.in[2])
+											continue;
+										sum +=
+										    xr[i2] * wr[k2];
+									}
+								}
+							}
+						}
+						*y++ = sum;
+					}
+		}
+	return 0;
+bad:
+	snprintf(err, errlen, "X %s, W %s%s: shapes do not fit (group %lld)",
+	         ops_shape_str(x->dims, x->ndim, s1, sizeof(s1)),
+	         ops_shape_str(wt->dims, wt->ndim, s2, sizeof(s2)), b ? " and B" : "",
+	         (long long)p->group);
+	return -1;
+}
+
+/* ---- MaxPool, AveragePool ---- */
+
+static int prepare_pool(struct ops_node *n, const Onnx__NodeProto *np,
+                        const enum tensor_dtype *in_types, enum tensor_dtype *out_types, char *err,
+                        size_t errlen)
+{
+	int64_t ceil_mode, cip, storage;
+	if (ops_require_dtype(in_types[0], "input", float_only, err, errlen) ||
+	    prepare_window(n, np, err, errlen) ||
+	    ops_attr_int(np, "ceil_mode", 0, &ceil_mode, err, errlen) ||
+	    ops_attr_int(np, "count_include_pad", 0, &cip, err, errlen) ||
+	    ops_attr_int(np, "storage_order", 0, &storage, err, errlen))
+		return -1;
+	if (n->p.nk == 0) {
+		snprintf(err, errlen, "attribute 'kernel_shape' is required");
+		return -1;
+	}
+	if (n->n_out > 1) {
+		snprintf(err, errlen, "output 'Indices' not supported");
+		return -1;
+	}
+	n->p.ceil_mode = ceil_mode != 0;
+	n->p.count_include_pad = cip != 0;
+	n->p.legacy = strcmp(n->op_type, "MaxPool") == 0; /* 1 = max, 0 = average */
+	out_types[0] = TENSOR_FLOAT;
+	return 0;
+}
+
+static int run_pool(const struct ops_node *n, const struct tensor *const *in, struct tensor **out,
+                    char *err, size_t errlen)
+{
+	const struct tensor *x = in[0];
+	const struct ops_params *p = &n->p;
+	struct window w;
+	if (window_setup(p, x, p->kernel, p->ceil_mode, &w, err, errlen))
+		return -1;
+	int64_t od[TENSOR_MAX_DIMS] = {x->dims[0], x->dims[1]};
+	for (int i = 0; i < x->ndim - 2; i++)
+		od[2 + i] = w.out[i];
+	if (ops_new(out, TENSOR_FLOAT, x->ndim, od, err, errlen))
+		return -1;
+	int is_max = p->legacy;
+	size_t planes = (size_t)(x->dims[0] * x->dims[1]);
+	size_t isz = (size_t)(w.in[0] * w.in[1] * w.in[2]);
+	float *y = (*out)->data;
+	for (size_t pl = 0; pl < planes; pl++) {
+		const float *xp = (const float *)x->data + pl * isz;
+		for (int64_t o0 = 0; o0 < w.out[0]; o0++)
+			for (int64_t o1 = 0; o1 < w.out[1]; o1++)
+				for (int64_t o2 = 0; o2 < w.out[2]; o2++) {
+					int64_t o[SP] = {o0, o1, o2};
+					float acc = is_max ? -INFINITY : 0.0f;
+					int64_t cnt = 0, cnt_pad = 1;
+					int64_t lo[SP], hi[SP];
+					for (int i = 0; i < SP; i++) {
+						int64_t st = o[i] * w.s[i] - w.pb[i];
+						int64_t en = st + (w.k[i] - 1) * w.d[i] + 1;
+						int64_t lim = w.in[i] + w.pe[i];
+						int64_t pe = en < lim ? en : lim;
+						cnt_pad *= (pe - st + w.d[i] - 1) / w.d[i];
+						lo[i] = st;
+						hi[i] = en;
+					}
+					for (int64_t i0 = lo[0]; i0 < hi[0]; i0 += w.d[0]) {
+						if (i0 < 0 || i0 >= w.in[0])
+							continue;
+						for (int64_t i1 = lo[1]; i1 < hi[1]; i1 += w.d[1]) {
+							if (i1 < 0 || i1 >= w.in[1])
+								continue;
+							const float *xr =
+							    xp + (i0 * w.in[1] + i1) * w.in[2];
+							for (int64_t i2 = lo[2]; i2 < hi[2];
+							     i2 += w.d[2]) {
+								if (i2 < 0 || i2 >= w.in[2])
+									continue;
+								float v = xr[i2];
+								if (is_max)
+									acc = v > acc ? v : acc;
+								else
+									acc += v;
+								cnt++;
+							}
+						}
+					}
+					if (!is_max) {
+						int64_t div = p->count_include_pad ? cnt_pad : cnt;
+						acc = div ? acc / (float)div : 0.0f;
+					}
+					*y++ = acc;
+				}
+	}
+	return 0;
+}
+
+/* ---- GlobalAveragePool, GlobalMaxPool ---- */
+
+static int prepare_global_pool(struct ops_node *n, const Onnx__NodeProto *np,
+                               const enum tensor_dtype *in_types, enum tensor_dtype *out_types,
+                               char *err, size_t errlen)
+{
+	if (ops_require_dtype(in_types[0], "input", float_only, err, errlen))
+		return -1;
+	n->p.legacy = strcmp(n->op_type, "GlobalMaxPool") == 0;
+	out_types[0] = TENSOR_FLOAT;
+	return 0;
+}
+
+static int run_global_pool(const struct ops_node *n, const struct tensor *const *in,
+                           struct tensor **out, char *err, size_t errlen)
+{
+	const struct tensor *x = in[0];
+	if (x->ndim < 3) {
+		char s[96];
+		snprintf(err, errlen, "input %s: expected [N,C,D1..Dk]",
+		         ops_shape_str(x->dims, x->ndim, s, sizeof(s)));
+		return -1;
+	}
+	int64_t od[TENSOR_MAX_DIMS];
+	for (int i = 0; i < x->ndim; i++)
+		od[i] = i < 2 ? x->dims[i] : 1;
+	if (ops_new(out, TENSOR_FLOAT, x->ndim, od, err, errlen))
+		return -1;
+	size_t planes = (size_t)(x->dims[0] * x->dims[1]);
+	size_t len = ops_numel(x->dims + 2, x->ndim - 2);
+	const float *xd = x->data;
+	float *y = (*out)->data;
+	for (size_t pl = 0; pl < planes; pl++) {
+		float acc = n->p.legacy ? -INFINITY : 0.0f;
+		for (size_t i = 0; i < len; i++) {
+			float v = xd[pl * len + i];
+			acc = n->p.legacy ? (v > acc ? v : acc) : acc + v;
+		}
+		y[pl] = n->p.legacy ? acc : (len ? acc / (float)len : 0.0f);
+	}
+	return 0;
+}
+
+/* ---- BatchNormalization ---- */
+
+static int prepare_batchnorm(struct ops_node *n, const Onnx__NodeProto *np,
+                             const enum tensor_dtype *in_types, enum tensor_dtype *out_types,
+                             char *err, size_t errlen)
+{
+	int64_t training;
+	for (size_t i = 0; i < n->n_in; i++)
+		if (ops_require_dtype(in_types[i], "input", float_only, err, errlen))
+			return -1;
+	if (ops_attr_float(np, "epsilon", 1e-5f, &n->p.epsilon, err, errlen) ||
+	    ops_attr_int(np, "training_mode", 0, &training, err, errlen))
+		return -1;
+	if (training || n->n_out > 1) {
+		snprintf(err, errlen, "training mode not supported (inference only)");
+		return -1;
+	}
+	if (ops_attr(np, "spatial") || ops_attr(np, "is_test") || ops_attr(np, "consumed_inputs")) {
+		snprintf(err, errlen, "attributes of opset < 9 not supported");
+		return -1;
+	}
+	out_types[0] = TENSOR_FLOAT;
+	return 0;
+}
+
+static int run_batchnorm(const struct ops_node *n, const struct tensor *const *in,
+                         struct tensor **out, char *err, size_t errlen)
+{
+	const struct tensor *x = in[0];
+	int64_t C = x->ndim >= 2 ? x->dims[1] : 1;
+	for (int i = 1; i < 5; i++)
+		if (in[i]->nelem != (size_t)C) {
+			char s[96];
+			snprintf(err, errlen, "input %d has %zu elements, expected C=%lld of X %s",
+			         i, in[i]->nelem, (long long)C,
+			         ops_shape_str(x->dims, x->ndim, s, sizeof(s)));
+			return -1;
+		}
+	if (ops_new(out, TENSOR_FLOAT, x->ndim, x->dims, err, errlen))
+		return -1;
+	const float *sc = in[1]->data, *bi = in[2]->data, *mu = in[3]->data, *var = in[4]->data;
+	size_t inner = x->ndim > 2 ? ops_numel(x->dims + 2, x->ndim - 2) : 1;
+	size_t outer = x->ndim >= 1 ? (size_t)x->dims[0] : 1;
+	const float *xd = x->data;
+	float *y = (*out)->data;
+	for (size_t o = 0; o < outer; o++)
+		for (int64_t c = 0; c < C; c++) {
+			float inv = sc[c] / sqrtf(var[c] + n->p.epsilon);
+			size_t base = (o * (size_t)C + (size_t)c) * inner;
+			for (size_t i = 0; i < inner; i++)
+				y[base + i] = (xd[base + i] - mu[c]) * inv + bi[c];
+		}
+	return 0;
+}
+
+/* ---- Softmax, LogSoftmax, Hardmax ---- */
+
+enum softmax_kind { SOFTMAX, LOG_SOFTMAX, HARDMAX };
+
+static int prepare_softmax(struct ops_node *n, const Onnx__NodeProto *np,
+                           const enum tensor_dtype *in_types, enum tensor_dtype *out_types,
+                           char *err, size_t errlen)
+{
+	if (ops_require_dtype(in_types[0], "input", float_only, err, errlen))
+		return -1;
+	n->p.legacy = n->opset < 13;
+	if (ops_attr_int(np, "axis", n->p.legacy ? 1 : -1, &n->p.axis, err, errlen))
+		return -1;
+	out_types[0] = TENSOR_FLOAT;
+	return 0;
+}
+
+static int run_softmax(const struct ops_node *n, const struct tensor *const *in,
+                       struct tensor **out, char *err, size_t errlen)
+{
+	const struct tensor *x = in[0];
+	int64_t axis;
+	if (x->ndim == 0) {
+		snprintf(err, errlen, "input must have rank >= 1");
+		return -1;
+	}
+	if (ops_axis(n->p.axis, x->ndim, &axis, err, errlen))
+		return -1;
+	size_t outer = ops_numel(x->dims, (int)axis), len, inner;
+	if (n->p.legacy) { /* coerce to 2-D [outer, rest] */
+		len = ops_numel(x->dims + axis, x->ndim - (int)axis);
+		inner = 1;
+	} else {
+		len = (size_t)x->dims[axis];
+		inner = ops_numel(x->dims + axis + 1, x->ndim - (int)axis - 1);
+	}
+	if (ops_new(out, TENSOR_FLOAT, x->ndim, x->dims, err, errlen))
+		return -1;
+	const float *xd = x->data;
+	float *y = (*out)->data;
+	enum softmax_kind kind = (enum softmax_kind)(intptr_t)n->kernel->impl;
+	for (size_t o = 0; o < outer; o++)
+		for (size_t i = 0; i < inner; i++) {
+			const float *xr = xd + o * len * inner + i;
+			float *yr = y + o * len * inner + i;
+			float mx = -INFINITY;
+			size_t arg = 0;
+			for (size_t j = 0; j < len; j++)
+				if (xr[j * inner] > mx || j == 0) {
+					mx = xr[j * inner];
+					arg = j;
+				}
+			if (kind == HARDMAX) {
+				for (size_t j = 0; j < len; j++)
+					yr[j * inner] = j == arg ? 1.0f : 0.0f;
+				continue;
+			}
+			float sum = 0.0f;
+			for (size_t j = 0; j < len; j++) {
+				float e = expf(xr[j * inner] - mx);
+				yr[j * inner] = e;
+				sum += e;
+			}
+			if (kind == LOG_SOFTMAX) {
+				float ls = logf(sum);
+				for (size_t j = 0; j < len; j++)
+					yr[j * inner] = xr[j * inner] - mx - ls;
+			} else {
+				for (size_t j = 0; j < len; j++)
+					yr[j * inner] /= sum;
+			}
+		}
+	return 0;
+}
+
+const struct ops_kernel ops_nn_kernels[] = {
+    {"Conv", 2, 3, 1, 1, prepare_conv, run_conv, NULL},
+    {"MaxPool", 1, 1, 1, 2, prepare_pool, run_pool, NULL},
+    {"AveragePool", 1, 1, 1, 1, prepare_pool, run_pool, NULL},
+    {"GlobalAveragePool", 1, 1, 1, 1, prepare_global_pool, run_global_pool, NULL},
+    {"GlobalMaxPool", 1, 1, 1, 1, prepare_global_pool, run_global_pool, NULL},
+    {"BatchNormalization", 5, 5, 1, 5, prepare_batchnorm, run_batchnorm, NULL},
+    {"Softmax", 1, 1, 1, 1, prepare_softmax, run_softmax, (const void *)(intptr_t)SOFTMAX},
+    {"LogSoftmax", 1, 1, 1, 1, prepare_softmax, run_softmax, (const void *)(intptr_t)LOG_SOFTMAX},
+    {"Hardmax", 1, 1, 1, 1, prepare_softmax, run_softmax, (const void *)(intptr_t)HARDMAX},
+    {NULL, 0, 0, 0, 0, NULL, NULL, NULL},
+};
