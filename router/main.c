@@ -23,6 +23,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "ops.h"
 #include "route.h"
 #include "stats.h"
 #include "status.h"
@@ -38,6 +39,7 @@ struct main_ctx {
 	struct status *status;
 	struct event *sig_term, *sig_int, *sig_hup;
 	uint64_t generation;
+	struct ops *ops; /* ops.c: admin socket, persisted overrides, live reload */
 };
 
 static void usage(FILE *f)
@@ -59,36 +61,15 @@ static void on_stop(evutil_socket_t sig, short events, void *arg)
 	event_base_loopbreak(m->base);
 }
 
+/* SIGHUP: ops.c reloads (validate, keep the running config on error, re-apply
+ * operator overrides that still hold, publish). */
 static void on_reload(evutil_socket_t sig, short events, void *arg)
 {
 	struct main_ctx *m = arg;
 	char err[CONFIG_ERR_MAX];
-	struct config *cfg = config_load(m->config_path, err, sizeof(err));
-	if (cfg == NULL) {
-		log_error("reload refused, keeping the running config:\n%s", err);
-		return;
-	}
-	struct route_config *rc = route_config_new(cfg);
-	if (rc == NULL) {
-		log_error("reload: out of memory");
-		return;
-	}
-	struct route_params p = route_params_from_config(cfg);
-	struct route_snapshot *cur = route_acquire();
-	struct route_snapshot *s =
-	    route_snapshot_new(rc, &p, m->generation + 1, cur, err, sizeof(err));
-	route_release(cur);
-	if (s == NULL) {
-		log_error("reload refused: %s", err);
-		route_config_unref(rc);
-		return;
-	}
-	route_publish(s);
-	route_config_unref(m->rc);
-	m->rc = rc;
-	m->generation++;
-	log_info("reloaded %s (generation %llu, sha256 %s)", m->config_path,
-	         (unsigned long long)m->generation, cfg->hash_hex);
+	log_info("SIGHUP: reloading %s", m->config_path);
+	if (ops_reload(m->ops, err, sizeof(err)) == 1)
+		log_info("reload: %s unchanged", m->config_path);
 }
 
 static int start_workers(struct main_ctx *m, const struct config *cfg)
@@ -146,8 +127,16 @@ static int setup(struct main_ctx *m, struct config *cfg)
 		log_error("cannot install signal handlers");
 		return -1;
 	}
+	/* ops.c: restore persisted overrides before traffic, start the admin socket
+	 * and the config watcher. */
+	m->ops = ops_new(m->base, m->config_path, NULL, err, sizeof(err));
+	if (m->ops == NULL) {
+		log_error("%s", err);
+		return -1;
+	}
 	if (start_workers(m, cfg) < 0)
 		return -1;
+	ops_set_stats(m->ops, m->stats); /* ops.c: counters for status/stats */
 	if (cfg->admin_http_host) {
 		m->status = status_new(m->base, cfg->admin_http_host, cfg->admin_http_port,
 		                       m->stats, err, sizeof(err));
@@ -172,6 +161,7 @@ static void teardown(struct main_ctx *m)
 	for (size_t i = 0; m->workers && i < m->n_workers; i++)
 		worker_free(m->workers[i]);
 	free(m->workers);
+	ops_free(m->ops); /* ops.c */
 	status_free(m->status);
 	route_shutdown();
 	route_config_unref(m->rc);
