@@ -491,6 +491,8 @@ static int worker_init(struct server *s, struct worker *w, char *err, size_t err
 	evhttp_set_max_body_size(w->http, (ev_ssize_t)s->cfg.max_body);
 	evhttp_set_max_headers_size(w->http, SERVER_MAX_HEADERS);
 	evhttp_set_timeout(w->http, s->cfg.timeout_s);
+	/* Read (and drop) an oversized body before closing, so the client sees the 413. */
+	evhttp_set_flags(w->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);

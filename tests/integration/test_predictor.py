@@ -1,0 +1,411 @@
+"""turnout-predictor end to end: real processes, real sockets, the committed models.
+
+Starts digits-v1 and digits-v2 predictors on loopback, classifies the whole
+held-out set over HTTP (single samples and batches, flat and nested data),
+compares with the golden outputs, exercises every kind of bad input, checks
+the metrics (promtool and exact counts), --sha256, the curl examples of
+docs/PREDICTOR.md, and that SIGTERM exits 0.
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+
+F = harness.Failures()
+PIXELS, LABELS = harness.load_heldout()
+DOC = os.path.join(harness.SRC_DIR, "docs", "PREDICTOR.md")
+
+
+def golden(version):
+    with open(os.path.join(harness.MODELS_DIR, f"digits-v{version}.golden.json")) as f:
+        return json.load(f)
+
+
+class Client:
+    """One keep-alive connection; reconnects if the server closed it."""
+
+    def __init__(self, port):
+        self.port = port
+        self.conn = None
+
+    def request(self, method, path, body=None, headers=None):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                r = self.conn.getresponse()
+                data = r.read()
+                if r.getheader("Connection", "").lower() == "close":
+                    self.close()
+                return r.status, data
+            except (http.client.HTTPException, ConnectionError):
+                self.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self):
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+def infer_body(rows, nested, rid=None, outputs=None):
+    data = rows if nested else [v for r in rows for v in r]
+    body = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [len(rows), 64],
+                        "data": data}],
+            "parameters": {"ignored": True}}
+    if rid is not None:
+        body["id"] = rid
+    if outputs is not None:
+        body["outputs"] = [{"name": n} for n in outputs]
+    return body
+
+
+def classify(client, path, batches):
+    """Classify the held-out set in batches of the given sizes (cycled); returns labels, probs."""
+    labels, probs, i, b = [], [], 0, 0
+    while i < len(PIXELS):
+        n = min(batches[b % len(batches)], len(PIXELS) - i)
+        rows = PIXELS[i:i + n]
+        rid = f"req-{i}"
+        st, data = client.request("POST", path, infer_body(rows, nested=b % 2 == 1, rid=rid))
+        if st != 200:
+            raise AssertionError(f"infer rows {i}..{i + n}: HTTP {st}: {data[:300]!r}")
+        resp = json.loads(data)
+        if resp.get("id") != rid:
+            raise AssertionError(f"id not echoed: {resp.get('id')!r} != {rid!r}")
+        outs = {o["name"]: o for o in resp["outputs"]}
+        lab, pr = outs["label"], outs["probabilities"]
+        if lab["shape"] != [n] or pr["shape"] != [n, 10] or lab["datatype"] != "INT64" \
+                or pr["datatype"] != "FP32":
+            raise AssertionError(f"bad output shapes/types: {lab['shape']} {pr['shape']}")
+        labels += lab["data"]
+        probs += [pr["data"][k * 10:(k + 1) * 10] for k in range(n)]
+        i += n
+        b += 1
+    return labels, probs
+
+
+def check_model(p, version, min_acc, batches):
+    path = f"/v2/models/digits/versions/{version}/infer"
+    c = Client(p.port)
+    labels, probs = classify(c, path, batches)
+    c.close()
+    g = golden(version)
+    acc = sum(1 for a, b in zip(labels, LABELS) if a == b) / len(LABELS)
+    print(f"digits-v{version}: accuracy {acc:.4f} over HTTP ({len(labels)} samples)")
+    F.check(acc >= min_acc, f"v{version} accuracy {acc:.4f} >= {min_acc}")
+    same = sum(1 for a, b in zip(labels, g["labels"]) if a == b)
+    F.check(same == len(LABELS), f"v{version} labels equal golden ({same}/{len(LABELS)})")
+    maxdiff = max(abs(a - b) for pr, gp in zip(probs, g["probabilities"]) for a, b in zip(pr, gp))
+    print(f"digits-v{version}: max |p - golden| = {maxdiff:.3g}")
+    F.check(maxdiff <= 1e-5, f"v{version} probabilities within 1e-5 of golden ({maxdiff:.3g})")
+    return labels
+
+
+def metrics(port):
+    st, _, data = harness.http_request(port, "GET", "/metrics")
+    assert st == 200, st
+    return data.decode()
+
+
+def metric_value(text, name, labels=""):
+    m = re.search(r"^" + re.escape(name + labels) + r" (\S+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+def requests_total(text):
+    return sum(float(v) for v in re.findall(r"^predictor_requests_total\{[^}]*\} (\S+)$",
+                                            text, re.M))
+
+
+def promtool_ok(text, what):
+    promtool = shutil.which("promtool")
+    if not promtool:
+        F.check(False, "promtool is installed")
+        return
+    r = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                       capture_output=True, timeout=30)
+    F.check(r.returncode == 0, f"promtool check metrics ({what}): {r.stdout!r} {r.stderr!r}")
+
+
+def check_labels_metric(port, labels):
+    text = metrics(port)
+    for k in range(10):
+        got = metric_value(text, "predictor_predicted_label_total", f'{{label="{k}"}}')
+        want = labels.count(k)
+        F.check(got == want, f"predicted_label_total{{label={k}}} {got} == {want}")
+    conf = metric_value(text, "predictor_mean_confidence")
+    F.check(conf is not None and 0.5 < conf <= 1.0, f"mean confidence {conf} in (0.5,1]")
+    F.check(metric_value(text, "predictor_inputs_total") == 64 * len(PIXELS),
+            "inputs_total counts every pixel sent")
+
+
+BAD = [
+    # (what, method, path, body, status, substring of the error)
+    ("malformed JSON", "POST", "/v2/models/digits/infer", b'{"inputs": [', 400,
+     "malformed JSON at line 1, column"),
+    ("wrong datatype", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "pixels", "datatype": "INT64", "shape": [1, 64], "data": [0] * 64}]},
+     400, "inputs[0].datatype: expected FP32, got INT64"),
+    ("wrong shape", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 63], "data": [0] * 63}]},
+     400, "inputs[0].shape: expected [N,64], got [1,63]"),
+    ("wrong element count", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [2, 64], "data": [0] * 127}]},
+     400, "inputs[0].data: shape [2,64] needs 128 values, got 127"),
+    ("NaN", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
+                  "data": [float("nan")] + [0] * 63}]},
+     400, "NaN and Infinity are not valid JSON numbers"),
+    ("Infinity", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
+                  "data": [0] * 63 + [float("-inf")]}]},
+     400, "NaN and Infinity"),
+    ("out of FP32 range", "POST", "/v2/models/digits/infer",
+     b'{"inputs":[{"name":"pixels","datatype":"FP32","shape":[1,64],"data":[' +
+     b"0," * 10 + b"1e300" + b",0" * 53 + b"]}]}", 400, "inputs[0].data[10]: 1e+300 is out"),
+    ("missing inputs", "POST", "/v2/models/digits/infer", {"id": "x"}, 400, "inputs: missing"),
+    ("unknown input name", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 64], "data": [0] * 64}]},
+     400, "inputs[0].name: unknown input 'image'"),
+    ("string value", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 64],
+                  "data": ["0"] * 64}]},
+     400, "inputs[0].data[0]: expected a number, got a string"),
+    ("zero batch", "POST", "/v2/models/digits/infer",
+     {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [0, 64], "data": []}]},
+     400, "batch must be >= 1"),
+    ("unknown output", "POST", "/v2/models/digits/infer",
+     infer_body([PIXELS[0]], False, outputs=["logits"]), 400,
+     "outputs[0].name: unknown output 'logits'"),
+    ("empty body", "POST", "/v2/models/digits/infer", b"", 400, "malformed JSON"),
+    ("unknown model", "POST", "/v2/models/mnist/infer", infer_body([PIXELS[0]], False), 404,
+     "unknown model 'mnist'"),
+    ("unknown model metadata", "GET", "/v2/models/mnist", None, 404, "unknown model 'mnist'"),
+    ("unknown version", "POST", "/v2/models/digits/versions/9/infer",
+     infer_body([PIXELS[0]], False), 404, "has no version '9'"),
+    ("unknown version ready", "GET", "/v2/models/digits/versions/9/ready", None, 404,
+     "has no version '9'"),
+    ("no such endpoint", "GET", "/v2/nothing/here", None, 404, "no such endpoint"),
+    ("GET on infer", "GET", "/v2/models/digits/infer", None, 405, "method not allowed"),
+    ("POST on health", "POST", "/v2/health/live", b"{}", 405, "method not allowed"),
+    ("DELETE on model", "DELETE", "/v2/models/digits", None, 405, "method not allowed"),
+]
+
+
+def check_bad_inputs(p):
+    """Every bad request gets its status and a JSON error naming the problem; returns codes sent."""
+    c = Client(p.port)
+    codes = []
+    for what, method, path, body, status, needle in BAD:
+        st, data = c.request(method, path, body)
+        codes.append(st)
+        try:
+            err = json.loads(data).get("error", "")
+        except ValueError:
+            err = None
+        F.check(st == status, f"{what}: HTTP {st} == {status}")
+        F.check(err is not None and needle in err, f"{what}: error {err!r} contains {needle!r}")
+        # the server keeps serving, on the same connection when it kept it open
+        st2, _ = c.request("POST", "/v2/models/digits/infer", infer_body([PIXELS[1]], False))
+        codes.append(st2)
+        F.check(st2 == 200, f"{what}: a good request right after still answers 200 ({st2})")
+    c.close()
+    return codes
+
+
+def check_requested_outputs(p):
+    st, _, data = harness.http_request(p.port, "POST", "/v2/models/digits/infer",
+                                    infer_body(PIXELS[:3], True, outputs=["label"]))
+    resp = json.loads(data)
+    names = [o["name"] for o in resp.get("outputs", [])]
+    F.check(st == 200 and names == ["label"], f"only the requested output is sent ({names})")
+    F.check(resp.get("model_name") == "digits" and resp.get("model_version") == "1",
+            "model_name and model_version in the response")
+    F.check("id" not in resp, "no id in the response when the request had none")
+    return 1
+
+
+def check_metadata(p):
+    n = 0
+    for path, want in [("/v2/health/live", {"live": True}), ("/v2/health/ready", {"ready": True}),
+                       ("/v2/models/digits/ready", {"name": "digits", "ready": True}),
+                       ("/v2/models/digits/versions/1/ready", {"name": "digits", "ready": True})]:
+        st, _, data = harness.http_request(p.port, "GET", path)
+        n += 1
+        F.check(st == 200 and json.loads(data) == want, f"GET {path}: {st} {data!r}")
+    st, _, data = harness.http_request(p.port, "GET", "/v2")
+    n += 1
+    meta = json.loads(data)
+    F.check(st == 200 and meta.get("name") == "turnout-predictor" and "version" in meta
+            and "extensions" in meta, f"server metadata {data!r}")
+    for path in ["/v2/models/digits", "/v2/models/digits/versions/1"]:
+        st, _, data = harness.http_request(p.port, "GET", path)
+        n += 1
+        m = json.loads(data)
+        ok = (st == 200 and m.get("name") == "digits" and m.get("versions") == ["1"]
+              and m.get("platform") == "onnx"
+              and m.get("inputs") == [{"name": "pixels", "datatype": "FP32", "shape": [-1, 64]}]
+              and {"name": "label", "datatype": "INT64", "shape": [-1]} in m.get("outputs", [])
+              and {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}
+              in m.get("outputs", []))
+        F.check(ok, f"model metadata {path}: {data!r}")
+    return n
+
+
+def raw_request(port, raw):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(raw)
+        chunks = []
+        while True:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            if not b:
+                break
+            chunks.append(b)
+            if sum(len(c) for c in chunks) > 1 << 20:
+                break
+    return b"".join(chunks)
+
+
+def check_framing(p):
+    """Two Content-Length headers: 400 and close, and the smuggled request is not executed."""
+    smuggled = b"GET /v2/models/mnist HTTP/1.1\r\nHost: x\r\n\r\n"
+    raw = (b"POST /v2/health/ready HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+           b"Content-Length: " + str(len(smuggled)).encode() + b"\r\n\r\n" + smuggled)
+    out = raw_request(p.port, raw)
+    F.check(out.startswith(b"HTTP/1.1 400"), f"duplicate Content-Length -> 400 ({out[:40]!r})")
+    F.check(out.count(b"HTTP/1.1 ") == 1, "the smuggled request is not answered")
+    return 1
+
+
+def check_body_limit():
+    """A body over --max-body is refused with 413, and the server keeps serving."""
+    p = harness.start_predictor("digits-v1.onnx", name="digits", threads=1,
+                                extra=["--max-body", "64k"])
+    big = json.dumps(infer_body(PIXELS * 3, False)).encode()
+    assert len(big) > 64 * 1024, len(big)
+    try:
+        st, _, _ = harness.http_request(p.port, "POST", "/v2/models/digits/infer", big)
+    except (ConnectionError, http.client.HTTPException) as e:
+        st = f"connection error {e}"
+    F.check(st == 413, f"body over --max-body: HTTP {st} == 413")
+    st, _, _ = harness.http_request(p.port, "POST", "/v2/models/digits/infer",
+                                    infer_body(PIXELS[:100], False))
+    F.check(st == 200, f"a body under the limit still works after a 413 ({st})")
+    F.check(p.stop() == 0, "predictor (--max-body) exits 0 on SIGTERM")
+
+
+def check_sha256():
+    model = os.path.join(harness.MODELS_DIR, "digits-v1.onnx")
+    with open(model, "rb") as f:
+        real = hashlib.sha256(f.read()).hexdigest()
+    wrong = "0" * 64
+    port = harness.free_port()
+    r = subprocess.run([harness.bin_path("turnout-predictor"), "--model", model, "--name", "d",
+                        "--listen", f"127.0.0.1:{port}", "--sha256", wrong],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    err = r.stderr.decode()
+    F.check(r.returncode == 1, f"--sha256 mismatch refuses to start (exit {r.returncode})")
+    F.check(wrong in err and real in err and "sha256 mismatch" in err,
+            f"the refusal names both hashes: {err!r}")
+    F.check(not harness.port_open(port), "nothing listens after a refused start")
+    p = harness.start_predictor("digits-v1.onnx", name="d", threads=1,
+                                extra=["--sha256", real.upper()])
+    F.check(p.alive(), "the right --sha256 (any case) starts")
+    F.check(p.stop() == 0, "predictor (--sha256) exits 0 on SIGTERM")
+
+
+def doc_curl_blocks():
+    with open(DOC) as f:
+        text = f.read()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    return [b for b in blocks if "curl" in b]
+
+
+def check_doc_examples(p):
+    """The curl examples of docs/PREDICTOR.md run as written (port substituted)."""
+    blocks = doc_curl_blocks()
+    F.check(len(blocks) >= 8, f"docs/PREDICTOR.md has curl examples ({len(blocks)})")
+    n = 0
+    for b in blocks:
+        script = b.replace("127.0.0.1:9001", f"127.0.0.1:{p.port}")
+        r = subprocess.run(["sh", "-e", "-c", script], capture_output=True, timeout=60,
+                           cwd=harness.SRC_DIR)
+        n += script.count("curl ")
+        F.check(r.returncode == 0 and r.stdout.strip(),
+                f"doc example runs: {b.strip()[:80]!r}: exit {r.returncode} {r.stderr[:200]!r}")
+    return n
+
+
+def main():
+    v1 = harness.start_predictor("digits-v1.onnx", name="digits", version="1", threads=2,
+                                 extra=["--input-range", "0:16"])
+    v2 = harness.start_predictor("digits-v2.onnx", name="digits", version="2", threads=2)
+
+    # Held-out set: v1 one sample per request; v2 in batches of several sizes.
+    m0 = metrics(v1.port)
+    labels1 = check_model(v1, 1, 0.96, [1])
+    check_labels_metric(v1.port, labels1)
+    check_model(v2, 2, 0.98, [1, 7, 32, 100, 64])
+    m1 = metrics(v1.port)
+    F.check(requests_total(m1) - requests_total(m0) == len(PIXELS) + 2,
+            f"v1 request counter counts every request "
+            f"({requests_total(m1) - requests_total(m0)} == {len(PIXELS) + 2})")
+    bs = metric_value(m1, "predictor_batch_size_count")
+    F.check(bs == len(PIXELS), f"batch_size_count {bs} == {len(PIXELS)} single-sample runs")
+    dur = metric_value(m1, "predictor_inference_duration_seconds_count")
+    F.check(dur == len(PIXELS), f"inference_duration_seconds_count {dur} == {len(PIXELS)}")
+    promtool_ok(m1, "after the held-out set")
+
+    # Metadata, bad input, requested outputs, framing; then exact counts per code.
+    before = metrics(v1.port)
+    sent = {}
+    for code in check_bad_inputs(v1):
+        sent[code] = sent.get(code, 0) + 1
+    sent[200] = sent.get(200, 0) + check_requested_outputs(v1) + check_metadata(v1)
+    sent[400] = sent.get(400, 0) + check_framing(v1)
+    oor0 = metric_value(before, "predictor_inputs_out_of_range_total")
+    row = list(PIXELS[0])
+    row[0], row[1], row[2] = 17, -1, 16  # two outside 0..16, one on the edge
+    st, _, _ = harness.http_request(v1.port, "POST", "/v2/models/digits/infer",
+                                    infer_body([row], False))
+    sent[200] += 1
+    F.check(st == 200, "a request with out-of-range pixels is still answered")
+    after = metrics(v1.port)
+    sent[200] += 1  # the scrape of `before`
+    for code, n in sorted(sent.items()):
+        delta = (metric_value(after, "predictor_requests_total", f'{{code="{code}"}}') or 0) - \
+            (metric_value(before, "predictor_requests_total", f'{{code="{code}"}}') or 0)
+        F.check(delta == n, f"predictor_requests_total{{code=\"{code}\"}} grew by {delta} == {n}")
+    oor = metric_value(after, "predictor_inputs_out_of_range_total") - oor0
+    F.check(oor == 2, f"inputs_out_of_range_total grew by {oor} == 2")
+    promtool_ok(after, "after bad input")
+
+    check_doc_examples(v1)
+    check_body_limit()
+    check_sha256()
+
+    F.check(v1.stop() == 0, "predictor v1 exits 0 on SIGTERM")
+    F.check(v2.stop() == 0, "predictor v2 exits 0 on SIGTERM")
+    F.finish()
+
+
+if __name__ == "__main__":
+    main()
