@@ -126,6 +126,61 @@ static int window_setup(const struct ops_params *p, const struct tensor *x, cons
 	return 0;
 }
 
+/* First and one-past-last output index whose input index o*s - pb + k*d is inside [0, in). */
+static void valid_range(int64_t in, int64_t out, int64_t s, int64_t pb, int64_t kd, int64_t *lo,
+                        int64_t *hi)
+{
+	int64_t a = pb - kd, b = in - 1 + pb - kd;
+	*lo = a <= 0 ? 0 : (a + s - 1) / s;
+	*hi = b < 0 ? 0 : b / s + 1;
+	if (*hi > out)
+		*hi = out;
+	if (*lo > *hi)
+		*lo = *hi;
+}
+
+/*
+ * Adds one input channel's contribution to an output plane: for each kernel
+ * tap, a scaled copy of the input over the output positions where the tap
+ * lands inside the input, so the inner loop has no bounds checks.
+ */
+static void conv_plane(const struct window *w, const float *xc, const float *wc, float *y)
+{
+	for (int64_t k0 = 0; k0 < w->k[0]; k0++) {
+		int64_t lo0, hi0;
+		valid_range(w->in[0], w->out[0], w->s[0], w->pb[0], k0 * w->d[0], &lo0, &hi0);
+		for (int64_t k1 = 0; k1 < w->k[1]; k1++) {
+			int64_t lo1, hi1;
+			valid_range(w->in[1], w->out[1], w->s[1], w->pb[1], k1 * w->d[1], &lo1,
+			            &hi1);
+			for (int64_t k2 = 0; k2 < w->k[2]; k2++) {
+				int64_t lo2, hi2;
+				valid_range(w->in[2], w->out[2], w->s[2], w->pb[2], k2 * w->d[2],
+				            &lo2, &hi2);
+				float wv = wc[(k0 * w->k[1] + k1) * w->k[2] + k2];
+				int64_t s2 = w->s[2], off2 = k2 * w->d[2] - w->pb[2];
+				for (int64_t o0 = lo0; o0 < hi0; o0++) {
+					int64_t i0 = o0 * w->s[0] - w->pb[0] + k0 * w->d[0];
+					for (int64_t o1 = lo1; o1 < hi1; o1++) {
+						int64_t i1 = o1 * w->s[1] - w->pb[1] + k1 * w->d[1];
+						const float *xr =
+						    xc + (i0 * w->in[1] + i1) * w->in[2];
+						float *yr = y + (o0 * w->out[1] + o1) * w->out[2];
+						if (s2 == 1) {
+							const float *xs = xr + off2;
+							for (int64_t o2 = lo2; o2 < hi2; o2++)
+								yr[o2] += wv * xs[o2];
+						} else {
+							for (int64_t o2 = lo2; o2 < hi2; o2++)
+								yr[o2] += wv * xr[o2 * s2 + off2];
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 /* ---- Conv ---- */
 
 static int prepare_conv(struct ops_node *n, const Onnx__NodeProto *np,
@@ -176,58 +231,18 @@ static int run_conv(const struct ops_node *n, const struct tensor *const *in, st
 	float *y = (*out)->data;
 	int64_t cg = C / G, mg = M / G;
 	size_t isz = (size_t)(w.in[0] * w.in[1] * w.in[2]);
+	size_t osz = (size_t)(w.out[0] * w.out[1] * w.out[2]);
 	size_t ksz = (size_t)(w.k[0] * w.k[1] * w.k[2]);
 	for (int64_t nn = 0; nn < N; nn++)
 		for (int64_t m = 0; m < M; m++) {
-			int64_t g = m / mg;
+			float *ym = y + ((size_t)nn * (size_t)M + (size_t)m) * osz;
+			for (size_t i = 0; i < osz; i++)
+				ym[i] = bd ? bd[m] : 0.0f;
 			const float *wm = wd + (size_t)m * (size_t)cg * ksz;
-			for (int64_t o0 = 0; o0 < w.out[0]; o0++)
-				for (int64_t o1 = 0; o1 < w.out[1]; o1++)
-					for (int64_t o2 = 0; o2 < w.out[2]; o2++) {
-						float sum = bd ? bd[m] : 0.0f;
-						for (int64_t c = 0; c < cg; c++) {
-							const float *xc =
-							    xd + ((size_t)nn * (size_t)C +
-							          (size_t)(g * cg + c)) *
-							             isz;
-							const float *wc = wm + (size_t)c * ksz;
-							for (int64_t k0 = 0; k0 < w.k[0]; k0++) {
-								int64_t i0 = o0 * w.s[0] - w.pb[0] +
-								             k0 * w.d[0];
-								if (i0 < 0 || i0 >= w.in[0])
-									continue;
-								for (int64_t k1 = 0; k1 < w.k[1];
-								     k1++) {
-									int64_t i1 = o1 * w.s[1] -
-									             w.pb[1] +
-									             k1 * w.d[1];
-									if (i1 < 0 || i1 >= w.in[1])
-										continue;
-									const float *xr =
-									    xc +
-									    (i0 * w.in[1] + i1) *
-									        w.in[2];
-									const float *wr =
-									    wc +
-									    (k0 * w.k[1] + k1) *
-									        w.k[2];
-									for (int64_t k2 = 0;
-									     k2 < w.k[2]; k2++) {
-										int64_t i2 =
-										    o2 * w.s[2] -
-										    w.pb[2] +
-										    k2 * w.d[2];
-										if (i2 < 0 ||
-										    i2 >= w.in[2])
-											continue;
-										sum +=
-										    xr[i2] * wr[k2];
-									}
-								}
-							}
-						}
-						*y++ = sum;
-					}
+			const float *xn =
+			    xd + ((size_t)nn * (size_t)C + (size_t)(m / mg * cg)) * isz;
+			for (int64_t c = 0; c < cg; c++)
+				conv_plane(&w, xn + (size_t)c * isz, wm + (size_t)c * ksz, ym);
 		}
 	return 0;
 bad:
