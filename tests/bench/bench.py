@@ -895,11 +895,16 @@ def profile_turnout(ctx, rep):
     finally:
         perf.send_signal(signal.SIGINT)
         perf.wait(timeout=60)
-    r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
-                        "--percent-limit", "1", "--sort", "dso,symbol"],
-                       capture_output=True, text=True, timeout=120)
-    lines = [ln.rstrip() for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
-    rep.profile = lines[:25]
+    def report(sort, limit):
+        r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g",
+                            "none", "--percent-limit", "0.8", "--sort", sort],
+                           capture_output=True, text=True, timeout=120)
+        rows = [re.sub(r"(\s+-)+\s*$", "", ln.rstrip()) for ln in r.stdout.splitlines()
+                if ln.strip() and not ln.startswith("#")]
+        return rows[:limit]
+
+    rep.profile = (["by library:"] + report("dso", 8) + ["", "by function:"] +
+                   report("dso,symbol", 25))
     ctx.stop(tur)
 
 
