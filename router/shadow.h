@@ -1,0 +1,109 @@
+/*
+ * shadow.h - shadow mode: mirror live requests to the candidate, compare the
+ * two answers, count agreement, log disagreements.
+ *
+ * The mirror is sent after the live answer is complete (from proxy.c's
+ * SHADOW HOOK, on the worker's thread) with its own copy of the request body
+ * and headers, "X-Turnout-Shadow: 1", its own timeout (shadow.timeout) and a
+ * per-worker in-flight budget (shadow.max_inflight requests and
+ * SHADOW_INFLIGHT_BYTES_MAX bytes). The client's answer never waits for it:
+ * the live reply is sent right after the hook returns, and the hook only
+ * copies and submits. A mirror that does not fit is dropped and counted with
+ * its reason (and as a comparison error); nothing is ever queued.
+ *
+ * Sampling: shadow.percent of live requests whose live pick was not the
+ * candidate. With a sticky key (header or cookie) the draw is sticky on that
+ * key, with a hash independent of the canary's (salt + "/shadow"), so that the
+ * shadowed users are not the canary users; otherwise it is random.
+ *
+ * Counters live in per-worker shards written only by their worker and merged
+ * on read (shadow_merge, shadow_status_json), per candidate variant, keyed by
+ * the variant's stats slot (stats.h).
+ */
+#ifndef TURNOUT_SHADOW_H
+#define TURNOUT_SHADOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "compare.h"
+#include "config.h"
+#include "stats.h"
+
+struct proxy_live;
+struct worker;
+struct route_snapshot;
+
+#define SHADOW_INFLIGHT_BYTES_MAX (64u * 1024 * 1024) /* per worker: bodies held by mirrors */
+#define SHADOW_LOG_QUEUE_MAX      (8u * 1024 * 1024)  /* disagreement log queue bound */
+
+/* Why a mirror was not sent. */
+enum shadow_drop {
+	SHADOW_DROP_BUDGET,      /* shadow.max_inflight mirrors already in flight */
+	SHADOW_DROP_BYTES,       /* SHADOW_INFLIGHT_BYTES_MAX would be exceeded */
+	SHADOW_DROP_NO_ENDPOINT, /* the candidate has no healthy endpoint */
+	SHADOW_DROP_INTERNAL,    /* out of memory, or the transfer could not start */
+	SHADOW_DROP_N,
+};
+
+/* Why a pair counted as an error. */
+enum shadow_cause {
+	SHADOW_CAUSE_FAILED,  /* connect, reset, protocol error of the shadow */
+	SHADOW_CAUSE_TIMEOUT, /* the shadow did not answer within shadow.timeout */
+	SHADOW_CAUSE_DROPPED, /* the mirror was dropped (see enum shadow_drop) */
+	SHADOW_CAUSE_INVALID, /* an answer could not be compared (not JSON, too big, ...) */
+	SHADOW_CAUSE_N,
+};
+
+/* Merged counters of one candidate variant. */
+struct shadow_variant_stats {
+	uint64_t mirrored;                    /* mirrors sent */
+	uint64_t dropped[SHADOW_DROP_N];      /* mirrors not sent, by reason */
+	uint64_t results[3];                  /* by enum compare_result */
+	uint64_t causes[SHADOW_CAUSE_N];      /* errors by cause */
+	uint64_t rules[CONFIG_MAX_RULES][3];  /* per rule index, by enum compare_result */
+	struct stats_hist latency;            /* shadow answer latency, us */
+	struct stats_hist diff_pos, diff_neg; /* candidate - live latency, us: >= 0 and < 0 */
+};
+
+/*
+ * The SHADOW HOOK: called by proxy.c on the worker's thread when a live
+ * exchange completed, before the live reply is sent. Decides whether to
+ * mirror, and if so copies what it needs and submits the mirror. Never
+ * blocks, never alters live (its response body is only copied).
+ */
+void shadow_after_live(const struct proxy_live *live);
+
+/*
+ * Free w's shadow state (in-flight mirror contexts included; their transfers
+ * die with the worker's upstream engine). Called from worker_free, after the
+ * worker's thread ended. When the last worker's state goes, the disagreement
+ * log is flushed and closed. Accepts a worker without shadow state.
+ */
+void shadow_worker_free(struct worker *w);
+
+/* Merge every worker's counters for a stats slot into *out (overwritten). Any thread. */
+void shadow_merge(int slot, struct shadow_variant_stats *out);
+
+/*
+ * The "shadow" object of /status for snapshot s (rule paths and variant names
+ * from s): per candidate-capable variant its counters, agreement rate, per-rule
+ * counts, latency quantiles, and the disagreement log's counters. New
+ * reference; NULL on allocation failure. Any thread.
+ */
+json_t *shadow_status_json(const struct route_snapshot *s);
+
+/* "budget", "bytes", "no_endpoint", "internal". */
+const char *shadow_drop_name(enum shadow_drop d);
+/* "failed", "timeout", "dropped", "invalid". */
+const char *shadow_cause_name(enum shadow_cause c);
+
+/*
+ * The q-quantile of the latency difference (candidate - live) in us, signed,
+ * from the two halves in st; 0 when empty.
+ */
+int64_t shadow_diff_quantile(const struct shadow_variant_stats *st, double q);
+
+#endif
