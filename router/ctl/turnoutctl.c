@@ -319,12 +319,12 @@ static int run(const char *path, int json_out, int timeout_ms, int argc, char **
 	int fd = ctl_connect(path);
 	if (fd < 0)
 		return CTL_NOREACH;
-	if (send_all(fd, line, strlen(line)) != 0) {
-		fprintf(stderr, "turnoutctl: %s: send: %s\n", path, strerror(errno));
-		close(fd);
-		return CTL_NOREACH;
-	}
-	char *text = read_reply(fd, path, timeout_ms);
+	/* A refused peer is answered and closed at once, maybe before our line is
+	 * sent: on a send error the refusal may still be waiting to be read. */
+	int send_errno = send_all(fd, line, strlen(line)) == 0 ? 0 : errno;
+	char *text = read_reply(fd, path, send_errno ? 1000 : timeout_ms);
+	if (!text && send_errno)
+		fprintf(stderr, "turnoutctl: %s: send: %s\n", path, strerror(send_errno));
 	close(fd);
 	if (!text)
 		return CTL_NOREACH;
