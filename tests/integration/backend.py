@@ -20,11 +20,16 @@ Every answer carries "X-Backend: NAME". What it does is chosen by the path
 --mode echo|slow|close|reset|garbage applies that behaviour to every path except
 /health; --delay-ms adds a delay before every answer (except /health).
 SIGTERM stops it and it exits 0.
+
+Imported (with harness.py on sys.path), it also gives tests helpers:
+start_backend() and start_router(), both returning harness.Proc objects with a
+.port attribute, ready to serve.
 """
 
 import argparse
 import hashlib
 import json
+import os
 import signal
 import socket
 import struct
@@ -47,6 +52,7 @@ def pattern(n, seed=0):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "turnout-test-backend"
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet: tests read only failures
         pass
@@ -147,6 +153,54 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256
+
+
+def start_backend(name="backend", mode="", delay_ms=0, port=None):
+    """Start this program on a free loopback port; wait until /health answers."""
+    import harness
+
+    port = port or harness.free_port()
+    argv = [sys.executable, os.path.abspath(__file__), "--port", str(port), "--name", name]
+    if mode:
+        argv += ["--mode", mode]
+    if delay_ms:
+        argv += ["--delay-ms", str(delay_ms)]
+    p = harness.Proc(argv, name=f"backend-{name}")
+    p.port = port
+    harness.wait_http_ok(port, "/health", proc=p)
+    return p
+
+
+def write_config(text, directory=None):
+    """Write a YAML config into a fresh temp directory; return its path."""
+    import harness
+
+    path = os.path.join(directory or harness.tmpdir(), "turnout.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def start_router(config_text, port=None, admin_port=None, extra_yaml="", path=None):
+    """Start turnout with config_text (format fields {port}, {admin_port} filled in).
+
+    Returns the Proc with .port, .admin_port and .config (the file's path); waits
+    until /status on the admin port answers.
+    """
+    import harness
+
+    port = port or harness.free_port()
+    admin_port = admin_port or harness.free_port()
+    text = config_text.format(port=port, admin_port=admin_port) + extra_yaml
+    path = path or write_config(text)
+    if os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(text)
+    p = harness.Proc([harness.bin_path("turnout"), "-c", path], name="turnout")
+    p.port, p.admin_port, p.config = port, admin_port, path
+    harness.wait_http_ok(admin_port, "/status", proc=p)
+    harness.wait_for(lambda: harness.port_open(port), what="router port open")
+    return p
 
 
 def main():
