@@ -16,6 +16,7 @@
 
 #include "log.h"
 #include "route.h"
+#include "shadow.h" /* shadow (engineer F): the "shadow" object */
 #include "stats.h"
 
 struct status {
@@ -81,6 +82,8 @@ char *status_json(struct stats *st)
 		    "canary_percent", p->canary_bp / 100.0, "shadow_percent", p->shadow_bp / 100.0,
 		    "config", "file", s->cfg->file ? s->cfg->file : "", "sha256", s->cfg->hash_hex,
 		    "variants", vars);
+		if (j) /* shadow (engineer F): mirroring and agreement counters */
+			json_object_set_new(j, "shadow", shadow_status_json(s));
 	}
 	route_release(s);
 	char *out = j ? json_dumps(j, JSON_INDENT(2)) : NULL;

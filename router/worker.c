@@ -28,6 +28,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "shadow.h" /* shadow (engineer F): shadow_worker_free */
 #include "upstream.h"
 
 int worker_listen_socket(const char *host, int port, char *err, size_t errlen)
@@ -278,6 +279,7 @@ void worker_free(struct worker *w)
 	if (w->http)
 		evhttp_free(w->http); /* closes the listener and every client connection */
 	upstream_free(w->up);
+	shadow_worker_free(w); /* shadow (engineer F): after upstream_free: no more callbacks */
 	if (w->drain_ev)
 		event_free(w->drain_ev);
 	if (w->drain_timer)
