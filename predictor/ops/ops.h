@@ -117,6 +117,13 @@ int ops_attr_string(const Onnx__NodeProto *np, const char *name, const char *def
 int ops_attr_ints(const Onnx__NodeProto *np, const char *name, int64_t *out, int max, int *n,
                   char *err, size_t errlen);
 
+/*
+ * Y[M,N] = op(A) op(B) in float32 (op = transpose when ta/tb); Y need not be
+ * zeroed. Used by Gemm, MatMul and Conv.
+ */
+void ops_gemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, const float *B,
+              float *Y);
+
 /* Shape helpers. */
 /* "[2,3,4]" into buf; returns buf. */
 const char *ops_shape_str(const int64_t *dims, int ndim, char *buf, size_t len);

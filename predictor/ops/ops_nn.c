@@ -14,9 +14,12 @@
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define SP 3 /* spatial dimensions after padding */
+/* Largest unfolded input (floats) for the matrix-product convolution. */
+#define CONV_COL_MAX ((size_t)4 << 20)
 
 static const enum tensor_dtype float_only[] = {TENSOR_FLOAT, 0};
 
@@ -181,6 +184,45 @@ static void conv_plane(const struct window *w, const float *xc, const float *wc,
 	}
 }
 
+/*
+ * Unfolds cg input channels into col[cg * ksz][osz]: row (c, k) holds, for
+ * every output position, the input value kernel tap k reads there (0 in the
+ * padding). The convolution is then one matrix product W[mg, cg*ksz] * col.
+ */
+static void im2col(const struct window *w, const float *x, int64_t cg, float *col)
+{
+	size_t isz = (size_t)(w->in[0] * w->in[1] * w->in[2]);
+	size_t osz = (size_t)(w->out[0] * w->out[1] * w->out[2]);
+	for (int64_t c = 0; c < cg; c++)
+		for (int64_t k0 = 0; k0 < w->k[0]; k0++)
+			for (int64_t k1 = 0; k1 < w->k[1]; k1++)
+				for (int64_t k2 = 0; k2 < w->k[2]; k2++) {
+					int64_t lo[SP], hi[SP];
+					int64_t kk[SP] = {k0, k1, k2};
+					for (int i = 0; i < SP; i++)
+						valid_range(w->in[i], w->out[i], w->s[i], w->pb[i],
+						            kk[i] * w->d[i], &lo[i], &hi[i]);
+					memset(col, 0, osz * sizeof(*col));
+					const float *xc = x + (size_t)c * isz;
+					for (int64_t o0 = lo[0]; o0 < hi[0]; o0++) {
+						int64_t i0 = o0 * w->s[0] - w->pb[0] + k0 * w->d[0];
+						for (int64_t o1 = lo[1]; o1 < hi[1]; o1++) {
+							int64_t i1 =
+							    o1 * w->s[1] - w->pb[1] + k1 * w->d[1];
+							const float *xr =
+							    xc + (i0 * w->in[1] + i1) * w->in[2];
+							float *cr =
+							    col + (o0 * w->out[1] + o1) * w->out[2];
+							int64_t s2 = w->s[2],
+							        off = k2 * w->d[2] - w->pb[2];
+							for (int64_t o2 = lo[2]; o2 < hi[2]; o2++)
+								cr[o2] = xr[o2 * s2 + off];
+						}
+					}
+					col += osz;
+				}
+}
+
 /* ---- Conv ---- */
 
 static int prepare_conv(struct ops_node *n, const Onnx__NodeProto *np,
@@ -233,17 +275,34 @@ static int run_conv(const struct ops_node *n, const struct tensor *const *in, st
 	size_t isz = (size_t)(w.in[0] * w.in[1] * w.in[2]);
 	size_t osz = (size_t)(w.out[0] * w.out[1] * w.out[2]);
 	size_t ksz = (size_t)(w.k[0] * w.k[1] * w.k[2]);
+	size_t rows = (size_t)cg * ksz;
+	float *col = NULL;
+	if (rows * osz <= CONV_COL_MAX)
+		col = malloc((rows * osz > 0 ? rows * osz : 1) * sizeof(float));
 	for (int64_t nn = 0; nn < N; nn++)
-		for (int64_t m = 0; m < M; m++) {
-			float *ym = y + ((size_t)nn * (size_t)M + (size_t)m) * osz;
-			for (size_t i = 0; i < osz; i++)
-				ym[i] = bd ? bd[m] : 0.0f;
-			const float *wm = wd + (size_t)m * (size_t)cg * ksz;
-			const float *xn =
-			    xd + ((size_t)nn * (size_t)C + (size_t)(m / mg * cg)) * isz;
-			for (int64_t c = 0; c < cg; c++)
-				conv_plane(&w, xn + (size_t)c * isz, wm + (size_t)c * ksz, ym);
+		for (int64_t g = 0; g < G; g++) {
+			const float *xg = xd + ((size_t)nn * (size_t)C + (size_t)(g * cg)) * isz;
+			float *yg = y + ((size_t)nn * (size_t)M + (size_t)(g * mg)) * osz;
+			const float *wg = wd + (size_t)(g * mg) * rows;
+			if (col) {
+				im2col(&w, xg, cg, col);
+				ops_gemm(0, 0, (size_t)mg, osz, rows, wg, col, yg);
+				for (int64_t m = 0; bd && m < mg; m++)
+					for (size_t i = 0; i < osz; i++)
+						yg[(size_t)m * osz + i] += bd[g * mg + m];
+				continue;
+			}
+			for (int64_t m = 0; m < mg; m++) { /* too large to unfold: direct */
+				float *ym = yg + (size_t)m * osz;
+				for (size_t i = 0; i < osz; i++)
+					ym[i] = bd ? bd[g * mg + m] : 0.0f;
+				for (int64_t c = 0; c < cg; c++)
+					conv_plane(&w, xg + (size_t)c * isz,
+					           wg + ((size_t)m * (size_t)cg + (size_t)c) * ksz,
+					           ym);
+			}
 		}
+	free(col);
 	return 0;
 bad:
 	snprintf(err, errlen, "X %s, W %s%s: shapes do not fit (group %lld)",
