@@ -847,14 +847,25 @@ def markdown(rep, m, args, elapsed):
     for what, measured, verdict in rep.targets:
         out.append(f"| {what} | {measured} | {verdict} |")
     out += ["", "### Per scenario (medians)", "",
-            "| scenario | threads | peer | req/s | p50 ms | p99 ms | note |",
-            "| --- | --- | --- | --- | --- | --- | --- |"]
+            "The ratio column compares the scenario's first (Turnout) peer with this one: "
+            "req/s (higher is better for Turnout) and p99 (lower is better).", "",
+            "| scenario | threads | peer | req/s | p50 ms | p99 ms | first / this | note |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    refs = {}
     for scen, t, label, st, note in rep.rows:
-        out.append(f"| {scen} | {t} | {label} {fmt_stats(st)} {note} |")
+        if st and "rps" in st and (scen, t) not in refs:
+            refs[(scen, t)] = (label, st)
+    for scen, t, label, st, note in rep.rows:
+        ref_label, ref = refs.get((scen, t), (None, None))
+        cmp_ = ""
+        if st and "rps" in st and ref and ref_label != label:
+            cmp_ = (f"req/s {ratio(ref['rps'], st['rps']):.2f}x, "
+                    f"p99 {ratio(ref['p99_us'], st['p99_us']):.2f}x")
+        out.append(f"| {scen} | {t} | {label} {fmt_stats(st)} {cmp_} | {note} |")
     if rep.notes:
         out += ["", "Ratios: " + "; ".join(rep.notes) + "."]
     if rep.profile:
-        out += ["", "### Profile: turnout, canary, 2 workers (perf, self time)", "", "```"]
+        out += ["", "### Profiles (perf, cpu-clock, self time)", "", "```"]
         out += rep.profile
         out += ["```"]
     out += ["", END]
@@ -879,22 +890,19 @@ def write_doc(path, block):
     os.replace(tmp, path)
 
 
-def profile_turnout(ctx, rep):
-    """perf record the 2-worker canary turnout under wrk load; keep the top self-time symbols."""
-    if ctx.turnout_missing or not shutil.which("perf"):
-        return
-    b1, b2 = ctx.backends
-    tur = ctx.turnout("turnout-profile", 2, b1.port, b2.port, "canary")
-    wait_ready(tur, ctx.body)
-    data = os.path.join(_tmp_root, "perf.data")
-    perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-o", data, "-p",
-                             str(tur.p.pid)], stdout=subprocess.DEVNULL,
+def perf_profile(srv, ctx, title):
+    """perf record srv (cpu-clock, call graphs) under one wrk run; top self-time rows."""
+    data = os.path.join(_tmp_root, f"perf-{srv.name}.data")
+    perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "499", "-g", "-o", data,
+                             "-p", str(srv.p.pid)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        wrk(tur.port, CONNS, 2, max(3, ctx.seconds), ctx.body_path)
+        time.sleep(0.3)  # perf attaches asynchronously; the wrk run below is what counts
+        res = wrk(srv.port, CONNS, 2, max(3, ctx.seconds), ctx.body_path)
     finally:
         perf.send_signal(signal.SIGINT)
         perf.wait(timeout=60)
+
     def report(sort, limit):
         r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g",
                             "none", "--percent-limit", "0.8", "--sort", sort],
@@ -903,9 +911,27 @@ def profile_turnout(ctx, rep):
                 if ln.strip() and not ln.startswith("#")]
         return rows[:limit]
 
-    rep.profile = (["by library:"] + report("dso", 8) + ["", "by function:"] +
-                   report("dso,symbol", 25))
-    ctx.stop(tur)
+    return ([f"{title}: {res['rps']:,.0f} req/s while profiled", "by library:"] +
+            report("dso", 8) + ["", "by function:"] + report("dso,symbol", 25))
+
+
+def profile(ctx, rep):
+    """--profile: perf-profile turnout (canary, 2 workers) and turnout-predictor (2 threads)."""
+    if not shutil.which("perf"):
+        log("--profile: perf not found")
+        return
+    rep.profile = []
+    b1, b2 = ctx.backends
+    if not ctx.turnout_missing:
+        tur = ctx.turnout("turnout-profile", 2, b1.port, b2.port, "canary")
+        rep.profile += perf_profile(tur, ctx, "turnout canary 10%, 2 workers") + [""]
+        ctx.stop(tur)
+    model = os.path.join(SRC, "predictor", "models", "digits-v2.onnx")
+    if ctx.predictor_ok and os.path.exists(model):
+        pred = start_predictor(ctx.bindir, 2, model)
+        wait_ready(pred, ctx.body)
+        rep.profile += perf_profile(pred, ctx, "turnout-predictor digits-v2, 2 threads")
+        ctx.stop(pred)
 
 
 def main():
@@ -919,7 +945,7 @@ def main():
     ap.add_argument("--bindir", default=os.path.join(SRC, "build", "bin"))
     ap.add_argument("--out", default=os.path.join(SRC, "docs", "BENCHMARKS.md"))
     ap.add_argument("--no-write", action="store_true", help="print the table only")
-    ap.add_argument("--profile", action="store_true", help="also perf-profile turnout")
+    ap.add_argument("--profile", action="store_true", help="also perf-profile turnout and turnout-predictor")
     ap.add_argument("--command", default="sh tests/bench/run.sh")
     args = ap.parse_args()
     args.rounds = args.rounds or 5
@@ -973,7 +999,10 @@ def main():
                 rep.target(f"{name} t{t}: scenario ran", f"failed: {why}", False)
                 ctx.stop(*[p for p in list(_procs) if p not in before])
     if args.profile:
-        profile_turnout(ctx, rep)
+        try:
+            profile(ctx, rep)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            log(f"--profile failed: {e}")
     ctx.stop(*ctx.backends, ctx._slow)
     elapsed = time.monotonic() - t0
     bad = [(n, c) for n, c in ctx.stopped_ok if c != 0]
