@@ -72,6 +72,7 @@ BACKEND_ANSWER = json.dumps({
 
 _procs = []
 _tmp_root = None
+_pidfile = None  # run.sh's record of our process groups, for its EXIT trap
 
 
 def log(msg):
@@ -106,6 +107,9 @@ class Server:
                                   stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
         self.exit_code = None
         _procs.append(self)
+        if _pidfile:
+            with open(_pidfile, "a") as f:
+                f.write(f"{self.p.pid}\n")
 
     def alive(self):
         return self.p.poll() is None
@@ -935,7 +939,7 @@ def profile(ctx, rep):
 
 
 def main():
-    global _tmp_root
+    global _tmp_root, _pidfile
     ap = argparse.ArgumentParser(description="Turnout benchmark (issue 9)")
     ap.add_argument("--quick", action="store_true", help="5 rounds of 1 s (a smoke run)")
     ap.add_argument("--rounds", type=int, default=None)
@@ -947,6 +951,7 @@ def main():
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     ap.add_argument("--profile", action="store_true", help="also perf-profile turnout and turnout-predictor")
     ap.add_argument("--command", default="sh tests/bench/run.sh")
+    ap.add_argument("--pidfile", default=None, help="append each server's pid (run.sh)")
     args = ap.parse_args()
     args.rounds = args.rounds or 5
     args.duration = args.duration or (1 if args.quick else 5)
@@ -963,6 +968,7 @@ def main():
     if not os.path.exists(ECHO_MODULE):
         sys.exit(f"bench.py: {ECHO_MODULE} missing: run deploy/install-deps.sh --bench")
 
+    _pidfile = args.pidfile
     _tmp_root = tempfile.mkdtemp(prefix="turnout-bench-")
     os.chmod(_tmp_root, 0o755)
     atexit.register(cleanup)

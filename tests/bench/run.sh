@@ -37,5 +37,25 @@ if [ "$hard" -lt 10300 ]; then
 fi
 
 cmd="sh tests/bench/run.sh${*:+ $*}"
-# bench.py traps SIGINT/SIGTERM itself and stops every server; exec keeps its pid ours.
-exec /usr/bin/python3 "$here/bench.py" --bindir "$build/bin" --command "$cmd" "$@"
+
+# bench.py stops its servers itself (atexit, signal handlers). If it dies
+# harder than that, this trap ends every process group it recorded.
+pids=$(mktemp "${TMPDIR:-/tmp}/turnout-bench-pids.XXXXXX")
+child=
+cleanup() {
+	if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null || true; wait "$child" 2>/dev/null || true; fi
+	while read -r pg; do
+		kill -0 -- "-$pg" 2>/dev/null && kill -KILL -- "-$pg" 2>/dev/null
+	done <"$pids"
+	rm -f "$pids"
+}
+trap 'cleanup' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+/usr/bin/python3 "$here/bench.py" --bindir "$build/bin" --command "$cmd" --pidfile "$pids" "$@" &
+child=$!
+status=0
+wait "$child" || status=$?
+child=
+exit "$status"
