@@ -210,7 +210,9 @@ struct tensor *onnx_proto_tensor(const Onnx__TensorProto *tp, const char *what, 
 		snprintf(err, errlen, "%s: out of memory", what);
 		return NULL;
 	}
-	if (tp->has_raw_data) {
+	if (nelem == 0) {
+		/* nothing to copy (the data pointers may be NULL) */
+	} else if (tp->has_raw_data) {
 		copy_le(t->data, tp->raw_data.data, nelem, esz);
 	} else if (dt == TENSOR_FLOAT) {
 		memcpy(t->data, tp->float_data, nelem * esz);
