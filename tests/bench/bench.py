@@ -995,8 +995,16 @@ def main():
         for t in threads:
             log(f"scenario {name}, {t} thread(s)")
             before = set(_procs)
+            nrows = len(rep.rows)
             try:
                 SCENARIOS[name](ctx, t, rep)
+                # Figures of a peer that failed requests do not count: say so.
+                bad = [f"{label} {st['errors']}/{st['requests']}"
+                       for _, _, label, st, _ in rep.rows[nrows:]
+                       if st and "errors" in st and st["errors"] > 0.001 * st["requests"]]
+                if bad:
+                    rep.target(f"{name} t{t}: no failed requests (<= 0.1%)",
+                               "errors: " + ", ".join(bad), False)
             except (RuntimeError, OSError, subprocess.SubprocessError, ValueError) as e:
                 # One broken peer must not lose the others' figures: say why, go on.
                 first = str(e).strip().splitlines()
