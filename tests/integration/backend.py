@@ -7,6 +7,8 @@ Every answer carries "X-Backend: NAME". What it does is chosen by the path
 (or, for every path, by --mode):
 
   /health, /v2/health/ready   200 "ok"
+  /_stats                      {"inflight": requests being answered (not this one),
+                               "requests": total seen} (ask the backend directly)
   /echo                        the request body back, byte-exact, same Content-Type
   /slow?ms=N                   sleep N ms, then the fixed answer
   /big?bytes=N&seed=S          N bytes of a deterministic pattern (see pattern())
@@ -115,6 +117,16 @@ class Handler(BaseHTTPRequestHandler):
         sock.close()
 
     def _handle(self):
+        with self.server.lock:
+            self.server.inflight += 1
+            self.server.requests += 1
+        try:
+            self._handle_counted()
+        finally:
+            with self.server.lock:
+                self.server.inflight -= 1
+
+    def _handle_counted(self):
         try:
             body = self._read_body()
         except (ValueError, OSError):
@@ -125,6 +137,11 @@ class Handler(BaseHTTPRequestHandler):
         route = url.path
         if route in ("/health", "/v2/health/ready"):
             self._send(200, b"ok", "text/plain")
+            return
+        if route == "/_stats":
+            with self.server.lock:
+                doc = {"inflight": self.server.inflight - 1, "requests": self.server.requests}
+            self._send(200, json.dumps(doc).encode())
             return
         if self.server.mode:
             route = "/" + self.server.mode
@@ -215,6 +232,7 @@ def main():
         sys.exit("backend.py: loopback addresses only")
     srv = Server((a.host, a.port), Handler)
     srv.name, srv.mode, srv.delay_ms = a.name, a.mode, a.delay_ms
+    srv.lock, srv.inflight, srv.requests = threading.Lock(), 0, 0
 
     def stop(signum, frame):
         threading.Thread(target=srv.shutdown, daemon=True).start()
