@@ -1464,6 +1464,8 @@ static void parse_section(struct ctx *c, yaml_node_t *map, const yaml_mark_t *wh
 	size_t nrows = 0;
 	while (table[nrows].name)
 		nrows++;
+	if (nrows > sizeof(seen) / sizeof(seen[0]))
+		abort(); /* a table grew past seen[]: make seen[] larger */
 
 	if (map != NULL && map->type != YAML_MAPPING_NODE) {
 		error_at(c, map, "expected a mapping, got %s", node_kind(map));
@@ -1537,6 +1539,11 @@ static void error_key(struct ctx *c, yaml_node_t *at, const char *path, const ch
 	path_pop(c, saved);
 }
 
+static int is_wildcard(const char *host)
+{
+	return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
 /* Rules that involve more than one key, once everything is parsed. */
 static void check_config(struct ctx *c, yaml_node_t *root)
 {
@@ -1576,7 +1583,8 @@ static void check_config(struct ctx *c, yaml_node_t *root)
 		path_pop(c, saved);
 	}
 	if (cfg->admin_http_host && cfg->admin_http_port == cfg->listen_port &&
-	    strcmp(cfg->admin_http_host, cfg->listen_host) == 0)
+	    (strcmp(cfg->admin_http_host, cfg->listen_host) == 0 || is_wildcard(cfg->listen_host) ||
+	     is_wildcard(cfg->admin_http_host)))
 		error_key(c, find_value(c, find_value(c, root, "admin"), "http"), "admin.http",
 		          "is the same address as listen%s", "");
 }

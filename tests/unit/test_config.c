@@ -723,6 +723,8 @@ static void test_cross_checks(void **state)
 	           "t.yaml:7:33: health.timeout: ", "2s is longer than health.interval (1s)");
 	expect_err(MIN "listen: 127.0.0.1:80\nadmin: {http: \"127.0.0.1:80\"}\n",
 	           "t.yaml:8:15: admin.http: ", "is the same address as listen");
+	expect_err(MIN "admin: {http: \"127.0.0.1:8080\"}\n",
+	           "t.yaml:7:15: admin.http: ", "is the same address as listen");
 	struct config *cfg = load_ok(MIN "tls: {cert: /c.pem, key: /k.pem}\n");
 	config_free(cfg);
 }
