@@ -1,0 +1,575 @@
+/*
+ * test_ops.c - unit tests for the kernels in predictor/ops/, each on a small
+ * case computed by hand: broadcasting, padding, strides, dilations, groups,
+ * ceil_mode, count_include_pad, legacy Softmax, select_last_index, Reshape's
+ * 0 and -1, Cast's saturation, and the refusals of prepare.
+ *
+ * Kernels are driven directly: a NodeProto carries the attributes, prepare
+ * runs as at load, then run.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ops/ops.h"
+
+#define MAXA 8
+
+/* A node under test: attributes and inputs. */
+struct case_ {
+	Onnx__AttributeProto attr[MAXA];
+	Onnx__AttributeProto *attrp[MAXA];
+	size_t nattr;
+	int opset;
+	char err[OPS_ERR_MAX];
+};
+
+static void case_init(struct case_ *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->opset = 13;
+}
+
+static Onnx__AttributeProto *add_attr(struct case_ *c, const char *name)
+{
+	assert_true(c->nattr < MAXA);
+	Onnx__AttributeProto init = ONNX__ATTRIBUTE_PROTO__INIT;
+	Onnx__AttributeProto *a = &c->attr[c->nattr];
+	*a = init;
+	a->name = (char *)name;
+	c->attrp[c->nattr++] = a;
+	return a;
+}
+
+static void attr_i(struct case_ *c, const char *name, int64_t v)
+{
+	Onnx__AttributeProto *a = add_attr(c, name);
+	a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT;
+	a->has_i = 1;
+	a->i = v;
+}
+
+static void attr_f(struct case_ *c, const char *name, float v)
+{
+	Onnx__AttributeProto *a = add_attr(c, name);
+	a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+	a->has_f = 1;
+	a->f = v;
+}
+
+static void attr_s(struct case_ *c, const char *name, const char *v)
+{
+	Onnx__AttributeProto *a = add_attr(c, name);
+	a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING;
+	a->has_s = 1;
+	a->s.data = (uint8_t *)v;
+	a->s.len = strlen(v);
+}
+
+static void attr_ints(struct case_ *c, const char *name, size_t n, int64_t *v)
+{
+	Onnx__AttributeProto *a = add_attr(c, name);
+	a->type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS;
+	a->n_ints = n;
+	a->ints = v;
+}
+
+static struct tensor *tf(int ndim, const int64_t *dims, const float *v)
+{
+	struct tensor *t = tensor_new(NULL, TENSOR_FLOAT, ndim, dims);
+	assert_non_null(t);
+	if (t->nelem)
+		memcpy(t->data, v, t->nelem * sizeof(float));
+	return t;
+}
+
+static struct tensor *ti(int ndim, const int64_t *dims, const int64_t *v)
+{
+	struct tensor *t = tensor_new(NULL, TENSOR_INT64, ndim, dims);
+	assert_non_null(t);
+	if (t->nelem)
+		memcpy(t->data, v, t->nelem * sizeof(int64_t));
+	return t;
+}
+
+/*
+ * Prepare and run op on the inputs (NULL = omitted); frees the inputs.
+ * Returns the output, or NULL with c->err set (prepare or run refused).
+ */
+static struct tensor *run_op(struct case_ *c, const char *op, size_t n_in, struct tensor **in)
+{
+	Onnx__NodeProto np = ONNX__NODE_PROTO__INIT;
+	np.n_attribute = c->nattr;
+	np.attribute = c->attrp;
+	np.op_type = (char *)op;
+	struct ops_node n = {0};
+	int slots[16] = {0};
+	n.name = "t";
+	n.op_type = op;
+	n.kernel = ops_find(op);
+	assert_non_null(n.kernel);
+	n.opset = c->opset;
+	n.n_in = n_in;
+	n.n_out = 1;
+	n.in = slots;
+	n.out = slots + 8;
+	enum tensor_dtype types[8], out_type = TENSOR_UNDEFINED;
+	for (size_t i = 0; i < n_in; i++)
+		types[i] = in[i] ? in[i]->dtype : TENSOR_UNDEFINED;
+	struct tensor *out = NULL;
+	if (n.kernel->prepare(&n, &np, types, &out_type, c->err, sizeof(c->err)) == 0) {
+		if (n.kernel->run(&n, (const struct tensor *const *)in, &out, c->err,
+		                  sizeof(c->err))) {
+			tensor_free(out);
+			out = NULL;
+		} else {
+			assert_int_equal(out->dtype, out_type);
+		}
+	}
+	for (size_t i = 0; i < n_in; i++)
+		tensor_free(in[i]);
+	return out;
+}
+
+static void expect_f(struct tensor *t, int ndim, const int64_t *dims, const float *want)
+{
+	assert_non_null(t);
+	assert_int_equal(t->dtype, TENSOR_FLOAT);
+	assert_int_equal(t->ndim, ndim);
+	for (int i = 0; i < ndim; i++)
+		assert_int_equal(t->dims[i], dims[i]);
+	const float *d = t->data;
+	for (size_t i = 0; i < t->nelem; i++)
+		if (fabsf(d[i] - want[i]) > 1e-5f * (1.0f + fabsf(want[i])))
+			fail_msg("element %zu: got %g, want %g", i, d[i], want[i]);
+	tensor_free(t);
+}
+
+static void expect_i(struct tensor *t, int ndim, const int64_t *dims, const int64_t *want)
+{
+	assert_non_null(t);
+	assert_int_equal(t->dtype, TENSOR_INT64);
+	assert_int_equal(t->ndim, ndim);
+	for (int i = 0; i < ndim; i++)
+		assert_int_equal(t->dims[i], dims[i]);
+	for (size_t i = 0; i < t->nelem; i++)
+		assert_int_equal(((int64_t *)t->data)[i], want[i]);
+	tensor_free(t);
+}
+
+static void test_add_broadcast(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	/* [2,3] + [3] */
+	struct tensor *in[2] = {tf(2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6}),
+	                        tf(1, (int64_t[]){3}, (float[]){10, 20, 30})};
+	expect_f(run_op(&c, "Add", 2, in), 2, (int64_t[]){2, 3}, (float[]){11, 22, 33, 14, 25, 36});
+	/* [2,1] - [1,3]: an outer difference */
+	in[0] = tf(2, (int64_t[]){2, 1}, (float[]){1, 2});
+	in[1] = tf(2, (int64_t[]){1, 3}, (float[]){10, 20, 30});
+	expect_f(run_op(&c, "Sub", 2, in), 2, (int64_t[]){2, 3},
+	         (float[]){-9, -19, -29, -8, -18, -28});
+	/* scalar * [2,2,2] (rank 0 broadcasts) */
+	in[0] = tf(0, NULL, (float[]){2});
+	in[1] = tf(3, (int64_t[]){2, 1, 2}, (float[]){1, 2, 3, 4});
+	expect_f(run_op(&c, "Mul", 2, in), 3, (int64_t[]){2, 1, 2}, (float[]){2, 4, 6, 8});
+	/* [3,1,2] / [2,1]: middle dimension from the second operand */
+	in[0] = tf(3, (int64_t[]){3, 1, 2}, (float[]){2, 4, 6, 8, 10, 12});
+	in[1] = tf(2, (int64_t[]){2, 1}, (float[]){1, 2});
+	expect_f(run_op(&c, "Div", 2, in), 3, (int64_t[]){3, 2, 2},
+	         (float[]){2, 4, 1, 2, 6, 8, 3, 4, 10, 12, 5, 6});
+	/* shapes that do not broadcast: an error naming both */
+	in[0] = tf(1, (int64_t[]){3}, (float[]){1, 2, 3});
+	in[1] = tf(1, (int64_t[]){2}, (float[]){1, 2});
+	assert_null(run_op(&c, "Add", 2, in));
+	assert_non_null(strstr(c.err, "[3] and [2]"));
+}
+
+static void test_int64_arith(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	struct tensor *in[2] = {ti(1, (int64_t[]){3}, (int64_t[]){7, -7, INT64_MIN}),
+	                        ti(1, (int64_t[]){3}, (int64_t[]){2, 2, -1})};
+	expect_i(run_op(&c, "Div", 2, in), 1, (int64_t[]){3}, (int64_t[]){3, -3, INT64_MIN});
+	in[0] = ti(1, (int64_t[]){2}, (int64_t[]){1, 2});
+	in[1] = ti(1, (int64_t[]){2}, (int64_t[]){1, 0});
+	assert_null(run_op(&c, "Div", 2, in));
+	assert_non_null(strstr(c.err, "division by zero"));
+	in[0] = ti(1, (int64_t[]){2}, (int64_t[]){INT64_MAX, 5});
+	in[1] = ti(0, NULL, (int64_t[]){1});
+	expect_i(run_op(&c, "Add", 2, in), 1, (int64_t[]){2}, (int64_t[]){INT64_MIN, 6});
+	/* mixed dtypes are refused at prepare */
+	in[0] = ti(1, (int64_t[]){1}, (int64_t[]){1});
+	in[1] = tf(1, (int64_t[]){1}, (float[]){1});
+	assert_null(run_op(&c, "Add", 2, in));
+	assert_non_null(strstr(c.err, "differs"));
+}
+
+static void test_unary(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	struct tensor *in[3] = {tf(1, (int64_t[]){4}, (float[]){-2, -0.5f, 0, 3})};
+	expect_f(run_op(&c, "Relu", 1, in), 1, (int64_t[]){4}, (float[]){0, 0, 0, 3});
+	in[0] = tf(1, (int64_t[]){3}, (float[]){0, -1000, 1000});
+	expect_f(run_op(&c, "Sigmoid", 1, in), 1, (int64_t[]){3}, (float[]){0.5f, 0, 1});
+	attr_f(&c, "alpha", 0.1f);
+	in[0] = tf(1, (int64_t[]){2}, (float[]){-2, 2});
+	expect_f(run_op(&c, "LeakyRelu", 1, in), 1, (int64_t[]){2}, (float[]){-0.2f, 2});
+	case_init(&c);
+	in[0] = tf(1, (int64_t[]){4}, (float[]){-5, -1, 1, 5});
+	in[1] = tf(0, NULL, (float[]){-2});
+	in[2] = tf(0, NULL, (float[]){2});
+	expect_f(run_op(&c, "Clip", 3, in), 1, (int64_t[]){4}, (float[]){-2, -1, 1, 2});
+	/* Clip with only max (min omitted) */
+	in[0] = tf(1, (int64_t[]){2}, (float[]){-5, 5});
+	in[1] = NULL;
+	in[2] = tf(0, NULL, (float[]){1});
+	expect_f(run_op(&c, "Clip", 3, in), 1, (int64_t[]){2}, (float[]){-5, 1});
+}
+
+static void test_gemm(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	/* A [2,3], B given transposed [2,3], C [2] broadcast over rows; alpha 2, beta 10. */
+	attr_i(&c, "transB", 1);
+	attr_f(&c, "alpha", 2);
+	attr_f(&c, "beta", 10);
+	struct tensor *in[3] = {tf(2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6}),
+	                        tf(2, (int64_t[]){2, 3}, (float[]){1, 0, 1, 0, 1, 0}),
+	                        tf(1, (int64_t[]){2}, (float[]){1, 2})};
+	/* A B^T = [[4,2],[10,5]] */
+	expect_f(run_op(&c, "Gemm", 3, in), 2, (int64_t[]){2, 2}, (float[]){18, 24, 30, 30});
+	/* transA with C [2,1] */
+	case_init(&c);
+	attr_i(&c, "transA", 1);
+	in[0] = tf(2, (int64_t[]){2, 2}, (float[]){1, 2, 3, 4}); /* A^T = [[1,3],[2,4]] */
+	in[1] = tf(2, (int64_t[]){2, 1}, (float[]){1, 1});
+	in[2] = tf(2, (int64_t[]){2, 1}, (float[]){100, 200});
+	expect_f(run_op(&c, "Gemm", 3, in), 2, (int64_t[]){2, 1}, (float[]){104, 206});
+	/* K mismatch */
+	case_init(&c);
+	in[0] = tf(2, (int64_t[]){1, 3}, (float[]){1, 2, 3});
+	in[1] = tf(2, (int64_t[]){2, 2}, (float[]){1, 2, 3, 4});
+	assert_null(run_op(&c, "Gemm", 2, in));
+	assert_non_null(strstr(c.err, "do not multiply"));
+	/* a long dot product exercises the unrolled path and its tail */
+	float a[19], b[19 * 2], want = 0;
+	for (int i = 0; i < 19; i++) {
+		a[i] = (float)i;
+		b[i] = 1;
+		b[19 + i] = (float)(i % 3);
+		want += (float)i * (float)(i % 3);
+	}
+	attr_i(&c, "transB", 1);
+	in[0] = tf(2, (int64_t[]){1, 19}, a);
+	in[1] = tf(2, (int64_t[]){2, 19}, b);
+	expect_f(run_op(&c, "Gemm", 2, in), 2, (int64_t[]){1, 2}, (float[]){171, want});
+}
+
+static void test_matmul(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	/* batched [2,2,3] x [3,1] (B broadcast over the batch) */
+	struct tensor *in[2] = {
+	    tf(3, (int64_t[]){2, 2, 3}, (float[]){1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}),
+	    tf(2, (int64_t[]){3, 1}, (float[]){1, 0, -1})};
+	expect_f(run_op(&c, "MatMul", 2, in), 3, (int64_t[]){2, 2, 1}, (float[]){-2, -2, -2, -2});
+	/* 1-D x 2-D: the promoted dimension is dropped */
+	in[0] = tf(1, (int64_t[]){2}, (float[]){1, 2});
+	in[1] = tf(2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
+	expect_f(run_op(&c, "MatMul", 2, in), 1, (int64_t[]){3}, (float[]){9, 12, 15});
+	/* [2,1,2,2] x [3,2,2]: batch dims broadcast to [2,3] */
+	float a[8] = {1, 0, 0, 1, 2, 0, 0, 2}, b[12] = {1, 2, 3, 4, 0, 1, 1, 0, 1, 1, 1, 1};
+	in[0] = tf(4, (int64_t[]){2, 1, 2, 2}, a);
+	in[1] = tf(3, (int64_t[]){3, 2, 2}, b);
+	expect_f(run_op(&c, "MatMul", 2, in), 4, (int64_t[]){2, 3, 2, 2},
+	         (float[]){1, 2, 3, 4, 0, 1, 1, 0, 1, 1, 1, 1, 2, 4, 6, 8, 0, 2, 2, 0, 2, 2, 2, 2});
+}
+
+static const float img3x3[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+
+static void test_conv(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	/* 3x3 image, 2x2 kernel of ones, no padding: window sums */
+	struct tensor *in[3] = {tf(4, (int64_t[]){1, 1, 3, 3}, img3x3),
+	                        tf(4, (int64_t[]){1, 1, 2, 2}, (float[]){1, 1, 1, 1}),
+	                        tf(1, (int64_t[]){1}, (float[]){100})};
+	expect_f(run_op(&c, "Conv", 3, in), 4, (int64_t[]){1, 1, 2, 2},
+	         (float[]){112, 116, 124, 128});
+	/* pads 1, stride 2: windows at rows/cols -1, 1 */
+	int64_t pads[4] = {1, 1, 1, 1}, strides[2] = {2, 2};
+	attr_ints(&c, "pads", 4, pads);
+	attr_ints(&c, "strides", 2, strides);
+	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, img3x3);
+	in[1] = tf(4, (int64_t[]){1, 1, 2, 2}, (float[]){1, 1, 1, 1});
+	expect_f(run_op(&c, "Conv", 2, in), 4, (int64_t[]){1, 1, 2, 2}, (float[]){1, 5, 11, 28});
+	/* dilation 2 on 3x3 with a 2x2 kernel: the four corners */
+	case_init(&c);
+	int64_t dil[2] = {2, 2};
+	attr_ints(&c, "dilations", 2, dil);
+	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, img3x3);
+	in[1] = tf(4, (int64_t[]){1, 1, 2, 2}, (float[]){1, 10, 100, 1000});
+	expect_f(run_op(&c, "Conv", 2, in), 4, (int64_t[]){1, 1, 1, 1}, (float[]){9731});
+	/* group 2: each output channel sees only its own input channel */
+	case_init(&c);
+	attr_i(&c, "group", 2);
+	in[0] = tf(4, (int64_t[]){1, 2, 1, 2}, (float[]){1, 2, 3, 4});
+	in[1] = tf(4, (int64_t[]){2, 1, 1, 1}, (float[]){10, -1});
+	expect_f(run_op(&c, "Conv", 2, in), 4, (int64_t[]){1, 2, 1, 2}, (float[]){10, 20, -3, -4});
+	/* auto_pad SAME_UPPER, stride 2 on 3 wide: out 2, total pad 1 at the end */
+	case_init(&c);
+	attr_s(&c, "auto_pad", "SAME_UPPER");
+	int64_t s1[1] = {2};
+	attr_ints(&c, "strides", 1, s1);
+	in[0] = tf(3, (int64_t[]){1, 1, 3}, (float[]){1, 2, 3});
+	in[1] = tf(3, (int64_t[]){1, 1, 2}, (float[]){1, 1});
+	expect_f(run_op(&c, "Conv", 2, in), 3, (int64_t[]){1, 1, 2}, (float[]){3, 3});
+	/* SAME_LOWER puts the pad first */
+	case_init(&c);
+	attr_s(&c, "auto_pad", "SAME_LOWER");
+	attr_ints(&c, "strides", 1, s1);
+	in[0] = tf(3, (int64_t[]){1, 1, 3}, (float[]){1, 2, 3});
+	in[1] = tf(3, (int64_t[]){1, 1, 2}, (float[]){1, 1});
+	expect_f(run_op(&c, "Conv", 2, in), 3, (int64_t[]){1, 1, 2}, (float[]){1, 5});
+	/* an unknown auto_pad is refused with its value */
+	case_init(&c);
+	attr_s(&c, "auto_pad", "SIDEWAYS");
+	in[0] = tf(3, (int64_t[]){1, 1, 3}, (float[]){1, 2, 3});
+	in[1] = tf(3, (int64_t[]){1, 1, 2}, (float[]){1, 1});
+	assert_null(run_op(&c, "Conv", 2, in));
+	assert_non_null(strstr(c.err, "auto_pad=SIDEWAYS"));
+	/* channel mismatch */
+	case_init(&c);
+	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, img3x3);
+	in[1] = tf(4, (int64_t[]){1, 2, 1, 1}, (float[]){1, 1});
+	assert_null(run_op(&c, "Conv", 2, in));
+	assert_non_null(strstr(c.err, "do not fit"));
+}
+
+static void test_pool(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	int64_t k2[2] = {2, 2}, s2[2] = {2, 2}, p1[4] = {1, 1, 1, 1};
+	float img4[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+	attr_ints(&c, "kernel_shape", 2, k2);
+	attr_ints(&c, "strides", 2, s2);
+	struct tensor *in[1] = {tf(4, (int64_t[]){1, 1, 4, 4}, img4)};
+	expect_f(run_op(&c, "MaxPool", 1, in), 4, (int64_t[]){1, 1, 2, 2}, (float[]){6, 8, 14, 16});
+	in[0] = tf(4, (int64_t[]){1, 1, 4, 4}, img4);
+	expect_f(run_op(&c, "AveragePool", 1, in), 4, (int64_t[]){1, 1, 2, 2},
+	         (float[]){3.5f, 5.5f, 11.5f, 13.5f});
+	/* ceil_mode on 3x3, kernel 2 stride 2: a partial window at the end */
+	attr_i(&c, "ceil_mode", 1);
+	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, img3x3);
+	expect_f(run_op(&c, "MaxPool", 1, in), 4, (int64_t[]){1, 1, 2, 2}, (float[]){5, 6, 8, 9});
+	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, img3x3);
+	expect_f(run_op(&c, "AveragePool", 1, in), 4, (int64_t[]){1, 1, 2, 2},
+	         (float[]){3, 4.5f, 7.5f, 9});
+	/* pads 1, kernel 2, stride 2 on 3x3: count_include_pad 0 vs 1 */
+	case_init(&c);
+	attr_ints(&c, "kernel_shape", 2, k2);
+	attr_ints(&c, "strides", 2, s2);
+	attr_ints(&c, "pads", 4, p1);
+	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, img3x3);
+	expect_f(run_op(&c, "AveragePool", 1, in), 4, (int64_t[]){1, 1, 2, 2},
+	         (float[]){1, 2.5f, 5.5f, 7});
+	attr_i(&c, "count_include_pad", 1);
+	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, img3x3);
+	expect_f(run_op(&c, "AveragePool", 1, in), 4, (int64_t[]){1, 1, 2, 2},
+	         (float[]){0.25f, 1.25f, 2.75f, 7});
+	/* MaxPool over padding ignores the pad */
+	case_init(&c);
+	attr_ints(&c, "kernel_shape", 2, k2);
+	attr_ints(&c, "strides", 2, s2);
+	attr_ints(&c, "pads", 4, p1);
+	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, (float[]){-1, -2, -3, -4, -5, -6, -7, -8, -9});
+	expect_f(run_op(&c, "MaxPool", 1, in), 4, (int64_t[]){1, 1, 2, 2},
+	         (float[]){-1, -2, -4, -5});
+	/* GlobalAveragePool */
+	case_init(&c);
+	in[0] = tf(4, (int64_t[]){1, 2, 1, 2}, (float[]){1, 3, 10, 20});
+	expect_f(run_op(&c, "GlobalAveragePool", 1, in), 4, (int64_t[]){1, 2, 1, 1},
+	         (float[]){2, 15});
+}
+
+static void test_batchnorm(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	attr_f(&c, "epsilon", 0);
+	struct tensor *in[5] = {
+	    tf(4, (int64_t[]){1, 2, 1, 2}, (float[]){1, 3, 10, 20}),
+	    tf(1, (int64_t[]){2}, (float[]){2, 1}), tf(1, (int64_t[]){2}, (float[]){0, 1}),
+	    tf(1, (int64_t[]){2}, (float[]){1, 10}), tf(1, (int64_t[]){2}, (float[]){4, 100})};
+	/* (x - mean) / sqrt(var) * scale + bias */
+	expect_f(run_op(&c, "BatchNormalization", 5, in), 4, (int64_t[]){1, 2, 1, 2},
+	         (float[]){0, 2, 1, 2});
+	case_init(&c);
+	attr_i(&c, "training_mode", 1);
+	for (int i = 0; i < 5; i++)
+		in[i] = tf(1, (int64_t[]){1}, (float[]){1});
+	assert_null(run_op(&c, "BatchNormalization", 5, in));
+	assert_non_null(strstr(c.err, "training"));
+}
+
+static void test_softmax(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	float e1 = 1.0f / (1.0f + expf(1.0f)), e2 = 1.0f - e1;
+	/* opset 13, axis 0 on [2,2]: per column */
+	attr_i(&c, "axis", 0);
+	struct tensor *in[1] = {tf(2, (int64_t[]){2, 2}, (float[]){0, 5, 1, 5})};
+	expect_f(run_op(&c, "Softmax", 1, in), 2, (int64_t[]){2, 2}, (float[]){e1, 0.5f, e2, 0.5f});
+	/* opset 11, axis 0: the whole tensor is one row */
+	c.opset = 11;
+	in[0] = tf(2, (int64_t[]){2, 2}, (float[]){0, 0, 0, 0});
+	expect_f(run_op(&c, "Softmax", 1, in), 2, (int64_t[]){2, 2},
+	         (float[]){0.25f, 0.25f, 0.25f, 0.25f});
+	/* default axis: -1 at opset 13, large values do not overflow */
+	case_init(&c);
+	in[0] = tf(2, (int64_t[]){1, 2}, (float[]){1000, 1001});
+	expect_f(run_op(&c, "Softmax", 1, in), 2, (int64_t[]){1, 2}, (float[]){e1, e2});
+	case_init(&c);
+	in[0] = tf(1, (int64_t[]){2}, (float[]){0, 0});
+	expect_f(run_op(&c, "LogSoftmax", 1, in), 1, (int64_t[]){2}, (float[]){-logf(2), -logf(2)});
+}
+
+static void test_argmax(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	float v[6] = {1, 3, 3, 7, 0, 7};
+	struct tensor *in[1] = {tf(2, (int64_t[]){2, 3}, v)};
+	attr_i(&c, "axis", 1);
+	attr_i(&c, "keepdims", 0);
+	expect_i(run_op(&c, "ArgMax", 1, in), 1, (int64_t[]){2}, (int64_t[]){1, 0});
+	attr_i(&c, "select_last_index", 1);
+	in[0] = tf(2, (int64_t[]){2, 3}, v);
+	expect_i(run_op(&c, "ArgMax", 1, in), 1, (int64_t[]){2}, (int64_t[]){2, 2});
+	case_init(&c); /* axis 0, keepdims 1 */
+	in[0] = tf(2, (int64_t[]){2, 3}, v);
+	expect_i(run_op(&c, "ArgMax", 1, in), 2, (int64_t[]){1, 3}, (int64_t[]){1, 0, 1});
+	in[0] = tf(2, (int64_t[]){2, 3}, v);
+	expect_i(run_op(&c, "ArgMin", 1, in), 2, (int64_t[]){1, 3}, (int64_t[]){0, 1, 0});
+	case_init(&c);
+	attr_i(&c, "axis", 2);
+	in[0] = tf(2, (int64_t[]){2, 3}, v);
+	assert_null(run_op(&c, "ArgMax", 1, in));
+	assert_non_null(strstr(c.err, "axis 2 out of range"));
+}
+
+static void test_shape_ops(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	float v[6] = {1, 2, 3, 4, 5, 6};
+	/* Reshape with 0 (copy) and -1 (infer) */
+	struct tensor *in[3] = {tf(3, (int64_t[]){2, 3, 1}, v),
+	                        ti(1, (int64_t[]){2}, (int64_t[]){0, -1})};
+	expect_f(run_op(&c, "Reshape", 2, in), 2, (int64_t[]){2, 3}, v);
+	in[0] = tf(2, (int64_t[]){2, 3}, v);
+	in[1] = ti(1, (int64_t[]){2}, (int64_t[]){4, -1});
+	assert_null(run_op(&c, "Reshape", 2, in));
+	assert_non_null(strstr(c.err, "cannot reshape [2,3] to [4,-1]"));
+	/* Transpose default (reverse) and perm */
+	in[0] = tf(2, (int64_t[]){2, 3}, v);
+	expect_f(run_op(&c, "Transpose", 1, in), 2, (int64_t[]){3, 2}, (float[]){1, 4, 2, 5, 3, 6});
+	int64_t perm[3] = {1, 2, 0};
+	attr_ints(&c, "perm", 3, perm);
+	in[0] = tf(3, (int64_t[]){1, 2, 3}, v);
+	expect_f(run_op(&c, "Transpose", 1, in), 3, (int64_t[]){2, 3, 1}, v);
+	/* Concat on axis 1 */
+	case_init(&c);
+	attr_i(&c, "axis", 1);
+	in[0] = tf(2, (int64_t[]){2, 1}, (float[]){1, 2});
+	in[1] = tf(2, (int64_t[]){2, 2}, (float[]){3, 4, 5, 6});
+	expect_f(run_op(&c, "Concat", 2, in), 2, (int64_t[]){2, 3}, (float[]){1, 3, 4, 2, 5, 6});
+	/* Flatten axis 2 of [1,2,3] -> [2,3] */
+	case_init(&c);
+	attr_i(&c, "axis", 2);
+	in[0] = tf(3, (int64_t[]){1, 2, 3}, v);
+	expect_f(run_op(&c, "Flatten", 1, in), 2, (int64_t[]){2, 3}, v);
+	/* Unsqueeze (axes input, opset 13) and Squeeze */
+	case_init(&c);
+	in[0] = tf(1, (int64_t[]){6}, v);
+	in[1] = ti(1, (int64_t[]){2}, (int64_t[]){0, -1});
+	expect_f(run_op(&c, "Unsqueeze", 2, in), 3, (int64_t[]){1, 6, 1}, v);
+	in[0] = tf(3, (int64_t[]){1, 6, 1}, v);
+	expect_f(run_op(&c, "Squeeze", 1, in), 1, (int64_t[]){6}, v);
+	/* Gather rows with a negative index */
+	case_init(&c);
+	in[0] = tf(2, (int64_t[]){3, 2}, v);
+	in[1] = ti(1, (int64_t[]){2}, (int64_t[]){-1, 0});
+	expect_f(run_op(&c, "Gather", 2, in), 2, (int64_t[]){2, 2}, (float[]){5, 6, 1, 2});
+	in[0] = tf(2, (int64_t[]){3, 2}, v);
+	in[1] = ti(1, (int64_t[]){1}, (int64_t[]){3});
+	assert_null(run_op(&c, "Gather", 2, in));
+	assert_non_null(strstr(c.err, "out of range"));
+	/* Shape */
+	in[0] = tf(3, (int64_t[]){1, 2, 3}, v);
+	expect_i(run_op(&c, "Shape", 1, in), 1, (int64_t[]){3}, (int64_t[]){1, 2, 3});
+}
+
+static void test_cast(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	attr_i(&c, "to", TENSOR_INT64);
+	struct tensor *in[1] = {tf(1, (int64_t[]){5}, (float[]){1.9f, -1.9f, NAN, 1e30f, -1e30f})};
+	expect_i(run_op(&c, "Cast", 1, in), 1, (int64_t[]){5},
+	         (int64_t[]){1, -1, 0, INT64_MAX - 1023, INT64_MIN});
+	case_init(&c);
+	attr_i(&c, "to", 10); /* FLOAT16 */
+	in[0] = tf(1, (int64_t[]){1}, (float[]){1});
+	assert_null(run_op(&c, "Cast", 1, in));
+	assert_non_null(strstr(c.err, "FLOAT16 not supported"));
+}
+
+static void test_reduce(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	int64_t axes[1] = {1};
+	attr_ints(&c, "axes", 1, axes);
+	attr_i(&c, "keepdims", 0);
+	struct tensor *in[2] = {tf(2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6})};
+	expect_f(run_op(&c, "ReduceMean", 1, in), 1, (int64_t[]){2}, (float[]){2, 5});
+	in[0] = tf(2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
+	expect_f(run_op(&c, "ReduceMax", 1, in), 1, (int64_t[]){2}, (float[]){3, 6});
+	/* ReduceSum (opset 13): axes as input; none = all, keepdims 1 */
+	case_init(&c);
+	in[0] = tf(2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
+	expect_f(run_op(&c, "ReduceSum", 1, in), 2, (int64_t[]){1, 1}, (float[]){21});
+	in[0] = tf(2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
+	in[1] = ti(1, (int64_t[]){1}, (int64_t[]){0});
+	expect_f(run_op(&c, "ReduceSum", 2, in), 2, (int64_t[]){1, 3}, (float[]){5, 7, 9});
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_add_broadcast), cmocka_unit_test(test_int64_arith),
+	    cmocka_unit_test(test_unary),         cmocka_unit_test(test_gemm),
+	    cmocka_unit_test(test_matmul),        cmocka_unit_test(test_conv),
+	    cmocka_unit_test(test_pool),          cmocka_unit_test(test_batchnorm),
+	    cmocka_unit_test(test_softmax),       cmocka_unit_test(test_argmax),
+	    cmocka_unit_test(test_shape_ops),     cmocka_unit_test(test_cast),
+	    cmocka_unit_test(test_reduce),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
