@@ -42,8 +42,12 @@ def skip(what, why):
 
 def run(argv, timeout=60, **kw):
     """Run a command; return (rc, combined output)."""
-    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
-                       stdin=subprocess.DEVNULL, **kw)
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    except subprocess.TimeoutExpired as e:  # run() has killed it
+        out = (e.stdout or b"").decode("utf-8", "replace")
+        return None, f"{argv[0]} still running after {timeout}s (killed)\n{out}"
     return p.returncode, p.stdout.decode("utf-8", "replace")
 
 
@@ -233,12 +237,17 @@ def start_like_unit(name, exec_start, env, model):
     state = harness.wait_for(ready_or_dead, timeout=20, what=f"{name}: predictor ready")
     F.check(state is True, f"{name}: predictor started as the unit would start it "
                            f"({' '.join(argv)}):\n{p.output()}")
-    if state is True:
-        path = f"/v2/models/{env['NAME']}/versions/{env['VERSION']}/ready"
-        st, _, body = harness.http_request(port, "GET", path)
-        F.check(st == 200, f"{name}: GET {path} -> {st} {body[:200]!r}")
+    if state is not True:
+        p.stop(signal.SIGKILL, timeout=10)
+        return
+    path = f"/v2/models/{env['NAME']}/versions/{env['VERSION']}/ready"
+    st, _, body = harness.http_request(port, "GET", path)
+    F.check(st == 200, f"{name}: GET {path} -> {st} {body[:200]!r}")
+    try:
         rc = p.stop(signal.SIGTERM, timeout=20)
-        F.check(rc == 0, f"{name}: predictor exits 0 on SIGTERM (got {rc}):\n{p.output()}")
+    except AssertionError as e:  # stop() killed it after the timeout
+        rc = str(e)
+    F.check(rc == 0, f"{name}: predictor exits 0 on SIGTERM (got {rc}):\n{p.output()}")
     # The integrity check is live: a wrong digest must refuse to start.
     bad = dict(env, EXTRA_ARGS="--sha256 " + "0" * 64, LISTEN=f"127.0.0.1:{harness.free_port()}")
     argv = expand_exec(exec_start, bad)
@@ -521,18 +530,27 @@ def needed_libs(binary):
     return re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", out) if rc == 0 else None
 
 
-def lib_package(binary, soname):
-    """The Debian package that provides soname as binary resolves it, or None."""
+def resolved_libs(binary):
+    """{soname: path} as the dynamic loader resolves binary's libraries (ldd)."""
     rc, out = run(["ldd", binary])
-    m = re.search(r"^\s*" + re.escape(soname) + r" => (\S+)", out, re.M)
-    if not m:
-        return None
-    real = os.path.realpath(m.group(1))
-    for cand in {m.group(1), real, real.replace("/usr/lib/", "/lib/"), real.replace("/lib/", "/usr/lib/", 1)}:
-        rc, out = run(["dpkg", "-S", cand])
-        if rc == 0:
-            return out.split(":")[0].strip()
-    return None
+    return dict(re.findall(r"^\s*(\S+) => (/\S+)", out, re.M))
+
+
+def packages_of(paths):
+    """{path: Debian package} for the paths dpkg knows (one dpkg -S call; usrmerge aware)."""
+    cands = {}
+    for p in paths:
+        real = os.path.realpath(p)
+        for c in (p, real, real.replace("/usr/lib/", "/lib/", 1), real.replace("/lib/", "/usr/lib/", 1)):
+            cands.setdefault(c, p)
+    p = subprocess.run(["dpkg", "-S"] + sorted(cands), stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, timeout=60)
+    found = {}
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        m = re.match(r"^([^:,\s]+)(?::[a-z0-9]+)?: (/\S+)$", line)
+        if m and m.group(2) in cands:
+            found[cands[m.group(2)]] = m.group(1)
+    return found
 
 
 def check_container():
@@ -576,16 +594,21 @@ def check_container():
         if rc == 0:
             allowed |= {re.split(r"[ (:]", dep.strip())[0] for alt in out.split(",")
                         for dep in alt.split("|")}
+    wanted = []
     for b in ("turnout", "turnoutctl", "turnout-predictor"):
         binary = harness.bin_path(b)
         libs = needed_libs(binary)
         F.check(libs is not None, f"readelf -d {b}")
+        where = resolved_libs(binary)
         for so in libs or []:
             if re.match(r"lib(asan|ubsan|lsan|tsan)\.", so):
                 continue  # sanitizer builds only
-            pkg = lib_package(binary, so)
-            F.check(pkg in allowed, f"Containerfile runtime packages provide {so} of {b} "
-                                    f"(package {pkg})")
+            wanted.append((b, so, where.get(so)))
+    pkgs_of = packages_of([path for _, _, path in wanted if path])
+    for b, so, path in wanted:
+        pkg = pkgs_of.get(path)
+        F.check(pkg in allowed, f"Containerfile runtime packages provide {so} of {b} "
+                                f"({path}, package {pkg})")
 
 
 def main():
