@@ -31,12 +31,14 @@
 struct ops {
 	struct event_base *base;
 	char *config_path;
+	struct route_config *first; /* the config the workers started with (a reference) */
 	struct stats *stats;
 	struct admin *admin;
 	struct watch *watch;
 	struct turnout_state st;         /* the overrides in force (as saved) */
 	char *state_path;                /* the running config's state_file, NULL = not persisted */
 	char last_error[CONFIG_ERR_MAX]; /* of the last reload, "" = it worked */
+	char pending[256];               /* settings changed by a reload that wait for a restart */
 	int64_t last_reload_at;          /* unix seconds, 0 = none since start */
 	uint64_t reloads, reload_failures;
 	int64_t started_at;
@@ -481,6 +483,19 @@ static void restart_needed(const struct config *a, const struct config *b, char 
 #undef STRNE
 }
 
+/* Settings the workers read only when they start; a reload keeps them. */
+static void start_only_changes(const struct config *a, const struct config *b, char *out, size_t n)
+{
+	const struct config_limits *x = &a->limits, *y = &b->limits;
+	out[0] = 0;
+	if (x->max_body != y->max_body || x->max_header != y->max_header ||
+	    x->client_timeout_ms != y->client_timeout_ms ||
+	    x->max_connections != y->max_connections || x->drain_timeout_ms != y->drain_timeout_ms)
+		snprintf(out, n,
+		         "limits (max_body, max_header, client_timeout, max_connections, "
+		         "drain_timeout) changed: in force after a restart");
+}
+
 static void record_failure(struct ops *o, const char *err)
 {
 	o->reload_failures++;
@@ -595,8 +610,13 @@ int ops_reload(struct ops *o, char *err, size_t errlen)
 		config_free(ncfg);
 		goto fail;
 	}
+	char pending[sizeof(o->pending)];
+	start_only_changes(route_config_get(o->first), ncfg, pending, sizeof(pending));
 	if (reload_publish(o, cur, ncfg, err, errlen) != 0)
 		goto fail;
+	memcpy(o->pending, pending, sizeof(pending));
+	if (pending[0])
+		log_warn("reload: %s: %s", o->config_path, pending);
 	rc = 0;
 done:
 	o->reloads++;
@@ -624,8 +644,9 @@ static int do_reload(void *ctx, const struct admin_call *call, json_t *reply, ch
 		set_message(reply, "reload: %s unchanged; nothing to do%s", o->config_path,
 		            o->st.flags ? " (operator overrides still in force)" : "");
 	else
-		set_message(reply, "reload: %s in force (generation %llu)", o->config_path,
-		            (unsigned long long)route_current_generation());
+		set_message(reply, "reload: %s in force (generation %llu)%s%s", o->config_path,
+		            (unsigned long long)route_current_generation(),
+		            o->pending[0] ? "; " : "", o->pending);
 	return 0;
 }
 
@@ -764,6 +785,8 @@ static int do_status(void *ctx, const struct admin_call *call, json_t *reply, ch
 	json_object_set_new(reply, "override", override_json(o));
 	json_object_set_new(reply, "last_reload", reload_json(o));
 	json_object_set_new(reply, "started_at", json_time(o->started_at));
+	json_object_set_new(reply, "restart_pending",
+	                    o->pending[0] ? json_string(o->pending) : json_null());
 	json_object_set_new(reply, "variants", variants_json(o, s, NULL));
 	route_release(s);
 	return 0;
@@ -860,6 +883,8 @@ struct ops *ops_new(struct event_base *base, const char *config_path, struct sta
 	}
 	o->base = base;
 	o->stats = stats;
+	o->first = cur->rc;
+	route_config_ref(o->first);
 	o->started_at = (int64_t)time(NULL);
 	if (o->state_path)
 		restore_state(o, cur);
@@ -879,6 +904,7 @@ void ops_free(struct ops *o)
 		return;
 	watch_free(o->watch);
 	admin_free(o->admin);
+	route_config_unref(o->first);
 	free(o->state_path);
 	free(o->config_path);
 	free(o);

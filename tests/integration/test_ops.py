@@ -256,6 +256,14 @@ def check_broken_yaml(f):
     f.check(took < 1.0, f"a YAML edit is in force within 1 s (took {took:.3f} s)")
     f.check(rig.status()["last_reload"]["error"] is None, "a good reload clears the error")
 
+    # a limit the workers read at start: reloaded, with a note that it waits for a restart
+    write_atomic(rig.cfg, rig.yaml(strategy="canary", canary=100,
+                                   extra="limits:\n  max_body: 1MiB\n"))
+    note = harness.wait_for(lambda: rig.status()["restart_pending"], timeout=3,
+                            what="the start-only limit change noted in status")
+    f.check("after a restart" in note, f"status shows the pending restart: {note}")
+    f.check(rig.status()["last_reload"]["error"] is None, "the limit change was reloaded")
+
     # a change that needs a new socket is refused, saying so
     write_atomic(rig.cfg, rig.yaml(strategy="canary", canary=100, listen=harness.free_port()))
     rc, out, errtxt = rig.ctl("reload")
