@@ -19,6 +19,8 @@
 #include "tensor.h"
 
 #define OPS_ERR_MAX 256
+/* Largest tensor a kernel allocates; a bigger result is a run-time error. */
+#define OPS_TENSOR_MAX_BYTES ((size_t)1 << 30)
 
 /* Attributes, parsed once at load; each kernel uses the fields it needs. */
 struct ops_params {
@@ -135,7 +137,7 @@ int ops_axis(int64_t axis, int rank, int64_t *out, char *err, size_t errlen);
  */
 int ops_broadcast_shape(const struct tensor *a, const struct tensor *b, int64_t *out, int *ndim,
                         char *err, size_t errlen);
-/* Allocate an output tensor; -1 with err on failure. */
+/* Allocate an output tensor; -1 with err on failure or above OPS_TENSOR_MAX_BYTES. */
 int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
             size_t errlen);
 /* Element count of a shape. */
