@@ -430,8 +430,24 @@ static int parse_top(const struct v2_sig *sig, struct v2_request *req, const jso
 	return 0;
 }
 
-struct v2_request *v2_request_parse(const struct v2_sig *sig, const char *body, size_t len,
-                                    char *err, size_t errlen)
+static struct v2_request *request_new(const struct v2_sig *sig)
+{
+	struct v2_request *req = calloc(1, sizeof(*req));
+	if (!req)
+		return NULL;
+	req->n_inputs = sig->n_inputs;
+	req->n_outputs = sig->n_outputs;
+	req->inputs = calloc(sig->n_inputs ? sig->n_inputs : 1, sizeof(req->inputs[0]));
+	req->want = calloc(sig->n_outputs ? sig->n_outputs : 1, 1);
+	if (!req->inputs || !req->want) {
+		v2_request_free(req);
+		return NULL;
+	}
+	return req;
+}
+
+struct v2_request *v2_request_parse_general(const struct v2_sig *sig, const char *body, size_t len,
+                                            char *err, size_t errlen)
 {
 	json_error_t je;
 	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
@@ -439,25 +455,396 @@ struct v2_request *v2_request_parse(const struct v2_sig *sig, const char *body, 
 		json_error_msg(body, len, &je, err, errlen);
 		return NULL;
 	}
-	struct v2_request *req = calloc(1, sizeof(*req));
-	if (!req)
-		goto oom;
-	req->n_inputs = sig->n_inputs;
-	req->n_outputs = sig->n_outputs;
-	req->inputs = calloc(sig->n_inputs ? sig->n_inputs : 1, sizeof(req->inputs[0]));
-	req->want = calloc(sig->n_outputs ? sig->n_outputs : 1, 1);
-	if (!req->inputs || !req->want)
-		goto oom;
+	struct v2_request *req = request_new(sig);
+	if (!req) {
+		set_err(err, errlen, "out of memory");
+		goto fail;
+	}
 	if (parse_top(sig, req, root, err, errlen) < 0)
 		goto fail;
 	json_decref(root);
 	return req;
-oom:
-	set_err(err, errlen, "out of memory");
 fail:
 	v2_request_free(req);
 	json_decref(root);
 	return NULL;
+}
+
+/* ---- fast path ----------------------------------------------------------
+ *
+ * The common request (plain ASCII strings, FP32 data, known keys only) is
+ * scanned once, numbers going straight into the tensor, with no JSON tree.
+ * It is strict: anything it does not fully understand (escapes, non-ASCII,
+ * unknown keys, another datatype, any error at all) makes it give up, and
+ * the general path above parses the body again and produces the error
+ * message. So it only ever accepts what the general path accepts, with the
+ * same result; the fuzzer checks exactly that.
+ */
+
+struct fp {
+	const char *p, *end;
+};
+
+static void fp_ws(struct fp *f)
+{
+	while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r'))
+		f->p++;
+}
+
+static int fp_lit(struct fp *f, char c)
+{
+	fp_ws(f);
+	if (f->p < f->end && *f->p == c) {
+		f->p++;
+		return 1;
+	}
+	return 0;
+}
+
+/* A string of printable ASCII without escapes; its bytes in *s, *n. */
+static int fp_string(struct fp *f, const char **s, size_t *n)
+{
+	fp_ws(f);
+	if (f->p >= f->end || *f->p != '"')
+		return -1;
+	const char *q = ++f->p;
+	for (; f->p < f->end; f->p++) {
+		unsigned char c = (unsigned char)*f->p;
+		if (c == '"') {
+			*s = q;
+			*n = (size_t)(f->p++ - q);
+			return 0;
+		}
+		if (c == '\\' || c < 0x20 || c >= 0x80)
+			return -1;
+	}
+	return -1;
+}
+
+static int fp_is_digit(const struct fp *f, const char *p)
+{
+	return p < f->end && *p >= '0' && *p <= '9';
+}
+
+/* A strict JSON number, converted as jansson would; -1 for what jansson refuses. */
+static int fp_number(struct fp *f, double *out)
+{
+	fp_ws(f);
+	const char *s = f->p, *p = s;
+	int neg = p < f->end && *p == '-', is_int = 1;
+	p += neg;
+	const char *d0 = p;
+	if (!fp_is_digit(f, p))
+		return -1;
+	if (*p == '0')
+		p++;
+	else
+		while (fp_is_digit(f, p))
+			p++;
+	size_t nd = (size_t)(p - d0);
+	if (p < f->end && *p == '.') {
+		is_int = 0;
+		if (!fp_is_digit(f, ++p))
+			return -1;
+		while (fp_is_digit(f, p))
+			p++;
+	}
+	if (p < f->end && (*p == 'e' || *p == 'E')) {
+		is_int = 0;
+		p++;
+		if (p < f->end && (*p == '+' || *p == '-'))
+			p++;
+		if (!fp_is_digit(f, p))
+			return -1;
+		while (fp_is_digit(f, p))
+			p++;
+	}
+	if (is_int) {
+		if (nd > 18) /* jansson's integer range is int64 */
+			return -1;
+		int64_t v = 0;
+		for (const char *q = d0; q < p; q++)
+			v = v * 10 + (*q - '0');
+		*out = (double)(neg ? -v : v);
+	} else {
+		char buf[64], *endp;
+		size_t n = (size_t)(p - s);
+		if (n >= sizeof(buf))
+			return -1;
+		memcpy(buf, s, n);
+		buf[n] = 0;
+		double d = strtod(buf, &endp);
+		if (endp != buf + n || !isfinite(d))
+			return -1;
+		*out = d;
+	}
+	f->p = p;
+	return 0;
+}
+
+static int fp_skip(struct fp *f, int depth);
+
+/* An object whose values are skipped; duplicate keys are refused as jansson does. */
+static int fp_skip_object(struct fp *f, int depth)
+{
+	const char *ks[16];
+	size_t kn[16], nk = 0;
+	if (!fp_lit(f, '{'))
+		return -1;
+	if (fp_lit(f, '}'))
+		return 0;
+	do {
+		const char *k;
+		size_t n;
+		if (fp_string(f, &k, &n) < 0 || !fp_lit(f, ':') || nk == 16)
+			return -1;
+		for (size_t i = 0; i < nk; i++)
+			if (kn[i] == n && memcmp(ks[i], k, n) == 0)
+				return -1;
+		ks[nk] = k;
+		kn[nk++] = n;
+		if (fp_skip(f, depth + 1) < 0)
+			return -1;
+	} while (fp_lit(f, ','));
+	return fp_lit(f, '}') ? 0 : -1;
+}
+
+static int fp_word(struct fp *f, const char *w)
+{
+	size_t n = strlen(w);
+	if ((size_t)(f->end - f->p) < n || memcmp(f->p, w, n) != 0)
+		return -1;
+	f->p += n;
+	return 0;
+}
+
+static int fp_skip(struct fp *f, int depth)
+{
+	fp_ws(f);
+	if (depth > V2_MAX_JSON_DEPTH || f->p >= f->end)
+		return -1;
+	const char *s;
+	size_t n;
+	double d;
+	switch (*f->p) {
+	case '"':
+		return fp_string(f, &s, &n);
+	case '{':
+		return fp_skip_object(f, depth);
+	case '[':
+		f->p++;
+		if (fp_lit(f, ']'))
+			return 0;
+		do {
+			if (fp_skip(f, depth + 1) < 0)
+				return -1;
+		} while (fp_lit(f, ','));
+		return fp_lit(f, ']') ? 0 : -1;
+	case 't':
+		return fp_word(f, "true");
+	case 'f':
+		return fp_word(f, "false");
+	case 'n':
+		return fp_word(f, "null");
+	}
+	return fp_number(f, &d);
+}
+
+static int fp_key_is(const char *k, size_t n, const char *want)
+{
+	return strlen(want) == n && memcmp(k, want, n) == 0;
+}
+
+/* Values of data (flat or nested) into the FP32 tensor t. */
+static int fp_data(struct fp *f, struct tensor *t, size_t *count, int depth)
+{
+	if (depth > V2_MAX_JSON_DEPTH)
+		return -1;
+	if (fp_lit(f, '[')) {
+		if (fp_lit(f, ']'))
+			return 0;
+		do {
+			if (fp_data(f, t, count, depth + 1) < 0)
+				return -1;
+		} while (fp_lit(f, ','));
+		return fp_lit(f, ']') ? 0 : -1;
+	}
+	double d;
+	if (*count >= t->nelem || fp_number(f, &d) < 0 || fabs(d) > FLT_MAX)
+		return -1;
+	((float *)t->data)[(*count)++] = (float)d;
+	return 0;
+}
+
+static int fp_shape(struct fp *f, int *ndim, int64_t *dims)
+{
+	*ndim = 0;
+	if (!fp_lit(f, '['))
+		return -1;
+	if (fp_lit(f, ']'))
+		return 0;
+	do {
+		double d;
+		const char *s = (fp_ws(f), f->p);
+		if (*ndim == TENSOR_MAX_DIMS || fp_number(f, &d) < 0 || d < 0 ||
+		    memchr(s, '.', (size_t)(f->p - s)) || memchr(s, 'e', (size_t)(f->p - s)) ||
+		    memchr(s, 'E', (size_t)(f->p - s)))
+			return -1;
+		dims[(*ndim)++] = (int64_t)d;
+	} while (fp_lit(f, ','));
+	return fp_lit(f, ']') ? 0 : -1;
+}
+
+/* One element of "inputs"; data must come after name, datatype and shape. */
+static int fp_input(const struct v2_sig *sig, struct v2_request *req, struct fp *f)
+{
+	const char *name = NULL, *dt = NULL;
+	size_t name_n = 0, dt_n = 0, j = sig->n_inputs, count = 0;
+	int ndim = -1, have_params = 0;
+	int64_t dims[TENSOR_MAX_DIMS];
+	struct tensor *t = NULL;
+	if (!fp_lit(f, '{') || fp_lit(f, '}'))
+		return -1;
+	do {
+		const char *k;
+		size_t n;
+		if (fp_string(f, &k, &n) < 0 || !fp_lit(f, ':'))
+			return -1;
+		if (fp_key_is(k, n, "name") && !name) {
+			if (fp_string(f, &name, &name_n) < 0)
+				return -1;
+		} else if (fp_key_is(k, n, "datatype") && !dt) {
+			if (fp_string(f, &dt, &dt_n) < 0)
+				return -1;
+		} else if (fp_key_is(k, n, "shape") && ndim < 0) {
+			if (fp_shape(f, &ndim, dims) < 0)
+				return -1;
+		} else if (fp_key_is(k, n, "parameters") && !have_params) {
+			have_params = 1;
+			if (fp_skip_object(f, 1) < 0)
+				return -1;
+		} else if (fp_key_is(k, n, "data") && !t && name && dt && ndim >= 0) {
+			for (j = 0; j < sig->n_inputs; j++)
+				if (sig->inputs[j]->name &&
+				    fp_key_is(name, name_n, sig->inputs[j]->name))
+					break;
+			if (j == sig->n_inputs || req->inputs[j])
+				return -1;
+			const struct onnx_value_info *vi = sig->inputs[j];
+			if (vi->dtype != TENSOR_FLOAT || !fp_key_is(dt, dt_n, "FP32") ||
+			    check_shape(vi, 0, ndim, dims, NULL, 0) < 0)
+				return -1;
+			if (!(t = req->inputs[j] = tensor_new(vi->name, vi->dtype, ndim, dims)))
+				return -1;
+			if (fp_data(f, t, &count, 0) < 0 || count != t->nelem)
+				return -1;
+		} else {
+			return -1;
+		}
+	} while (fp_lit(f, ','));
+	return fp_lit(f, '}') && t ? 0 : -1;
+}
+
+static int fp_output(const struct v2_sig *sig, struct v2_request *req, struct fp *f)
+{
+	const char *name = NULL;
+	size_t name_n = 0;
+	int have_params = 0;
+	if (!fp_lit(f, '{') || fp_lit(f, '}'))
+		return -1;
+	do {
+		const char *k;
+		size_t n;
+		if (fp_string(f, &k, &n) < 0 || !fp_lit(f, ':'))
+			return -1;
+		if (fp_key_is(k, n, "name") && !name) {
+			if (fp_string(f, &name, &name_n) < 0)
+				return -1;
+		} else if (fp_key_is(k, n, "parameters") && !have_params) {
+			have_params = 1;
+			if (fp_skip_object(f, 1) < 0)
+				return -1;
+		} else {
+			return -1;
+		}
+	} while (fp_lit(f, ','));
+	if (!fp_lit(f, '}') || !name)
+		return -1;
+	for (size_t j = 0; j < sig->n_outputs; j++) {
+		if (sig->outputs[j]->name && fp_key_is(name, name_n, sig->outputs[j]->name)) {
+			req->want[j] = 1;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* "inputs" or "outputs": a non-empty array (inputs) or any array (outputs). */
+static int fp_array_of(const struct v2_sig *sig, struct v2_request *req, struct fp *f, int inputs)
+{
+	size_t n = 0;
+	if (!fp_lit(f, '['))
+		return -1;
+	if (fp_lit(f, ']'))
+		return inputs ? -1 : 0;
+	do {
+		if (++n > V2_MAX_INPUTS && inputs)
+			return -1;
+		if ((inputs ? fp_input(sig, req, f) : fp_output(sig, req, f)) < 0)
+			return -1;
+	} while (fp_lit(f, ','));
+	return fp_lit(f, ']') ? 0 : -1;
+}
+
+/* The top-level object; 0 when the whole body was understood and is valid. */
+static int fp_top(const struct v2_sig *sig, struct v2_request *req, struct fp *f)
+{
+	int seen_params = 0, seen_in = 0, seen_out = 0;
+	if (!fp_lit(f, '{') || fp_lit(f, '}'))
+		return -1;
+	do {
+		const char *k, *v;
+		size_t n, vn;
+		if (fp_string(f, &k, &n) < 0 || !fp_lit(f, ':'))
+			return -1;
+		if (fp_key_is(k, n, "id") && !req->id) {
+			if (fp_string(f, &v, &vn) < 0 || vn > V2_MAX_ID_LEN ||
+			    !(req->id = strndup(v, vn)))
+				return -1;
+		} else if (fp_key_is(k, n, "parameters") && !seen_params++) {
+			if (fp_skip_object(f, 1) < 0)
+				return -1;
+		} else if (fp_key_is(k, n, "inputs") && !seen_in++) {
+			if (fp_array_of(sig, req, f, 1) < 0)
+				return -1;
+		} else if (fp_key_is(k, n, "outputs") && !seen_out++) {
+			if (fp_array_of(sig, req, f, 0) < 0)
+				return -1;
+		} else {
+			return -1;
+		}
+	} while (fp_lit(f, ','));
+	if (!fp_lit(f, '}') || (fp_ws(f), f->p != f->end) || !seen_in)
+		return -1;
+	for (size_t j = 0; j < sig->n_inputs; j++)
+		if (!req->inputs[j])
+			return -1;
+	if (!seen_out)
+		memset(req->want, 1, req->n_outputs);
+	const struct tensor *first = req->n_inputs ? req->inputs[0] : NULL;
+	req->batch = first && first->ndim > 0 ? first->dims[0] : 1;
+	return 0;
+}
+
+struct v2_request *v2_request_parse(const struct v2_sig *sig, const char *body, size_t len,
+                                    char *err, size_t errlen)
+{
+	struct fp f = {body, body + len};
+	struct v2_request *req = request_new(sig);
+	if (req && fp_top(sig, req, &f) == 0)
+		return req;
+	v2_request_free(req);
+	return v2_request_parse_general(sig, body, len, err, errlen);
 }
 
 /* ---- rendering ---------------------------------------------------------- */

@@ -4,9 +4,11 @@
  *
  * The first byte picks a model signature (the digits models', or one with
  * integer, boolean and fixed-shape inputs); the rest is the request body.
- * Beyond "no crash, no leak, no UB" it checks two properties: a refusal
- * always renders as valid JSON {"error": ...}, and an accepted request's
- * tensors have exactly the declared shape, and its response is valid JSON.
+ * Beyond "no crash, no leak, no UB" it checks three properties: the fast
+ * scanner and the general (jansson) parser accept exactly the same bodies
+ * with bit-identical results; a refusal always renders as valid JSON
+ * {"error": ...}; an accepted request's tensors have exactly the declared
+ * shape, and its response is valid JSON.
  */
 #include <event2/buffer.h>
 #include <jansson.h>
@@ -65,6 +67,30 @@ static void check_accepted(const struct v2_sig *sig, const struct v2_request *r,
 	tensor_free(o[1]);
 }
 
+static int same_tensor(const struct tensor *a, const struct tensor *b)
+{
+	return a->dtype == b->dtype && a->ndim == b->ndim && a->nelem == b->nelem &&
+	       memcmp(a->dims, b->dims, sizeof(a->dims[0]) * (size_t)a->ndim) == 0 &&
+	       memcmp(a->data, b->data, a->nelem * tensor_dtype_size(a->dtype)) == 0;
+}
+
+/* Both parsers must agree on acceptance and on every parsed byte. */
+static void check_same(const struct v2_request *a, const struct v2_request *b, const char *e1,
+                       const char *e2)
+{
+	if (!a || !b) {
+		if (a || b || strcmp(e1, e2) != 0)
+			abort();
+		return;
+	}
+	if ((a->id == NULL) != (b->id == NULL) || (a->id && strcmp(a->id, b->id) != 0) ||
+	    a->batch != b->batch || memcmp(a->want, b->want, a->n_outputs) != 0)
+		abort();
+	for (size_t i = 0; i < a->n_inputs; i++)
+		if (!same_tensor(a->inputs[i], b->inputs[i]))
+			abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -74,8 +100,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct evbuffer *b = evbuffer_new();
 	if (!b)
 		return 0;
+	char err2[V2_ERR_MAX];
 	struct v2_request *r =
 	    v2_request_parse(sig, (const char *)data + 1, size - 1, err, sizeof(err));
+	struct v2_request *g =
+	    v2_request_parse_general(sig, (const char *)data + 1, size - 1, err2, sizeof(err2));
+	check_same(r, g, err, err2);
+	v2_request_free(g);
 	if (r) {
 		check_accepted(sig, r, b);
 		v2_request_free(r);

@@ -313,6 +313,40 @@ static void test_other_dtypes(void **state)
 	assert_string_equal(err, "inputs: missing input 'b'");
 }
 
+/* The fast scanner and the general parser give bit-identical results. */
+static void test_fast_path_agrees(void **state)
+{
+	const char *bodies[] = {
+	    "{\"id\":\"x\",\"inputs\":[{\"name\":\"pixels\",\"datatype\":\"FP32\",\"shape\":[1,64],"
+	    "\"parameters\":{\"a\":[1,{\"b\":null}],\"c\":true},\"data\":[-0,0.5,1e-3,-2.5E+2,16,"
+	    "3.4028234e38,1e-46,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,"
+	    "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,123456789012345678]}],"
+	    "\"outputs\":[{\"name\":\"label\",\"parameters\":{}}]} \n",
+	    "{\"id\":\"\\u00e9\",\"inputs\":[{\"name\":\"pixels\",\"datatype\":\"FP32\",\"shape\":["
+	    "1,64],"
+	    "\"data\":[[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,"
+	    "0,0,"
+	    "0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1234567890123456789]]}]}",
+	};
+	for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		char e1[V2_ERR_MAX], e2[V2_ERR_MAX];
+		size_t n = strlen(bodies[i]);
+		struct v2_request *a = v2_request_parse(&sig, bodies[i], n, e1, sizeof(e1));
+		struct v2_request *b = v2_request_parse_general(&sig, bodies[i], n, e2, sizeof(e2));
+		if (!a || !b)
+			fail_msg("body %zu refused: %s / %s", i, a ? "" : e1, b ? "" : e2);
+		assert_string_equal(a->id, b->id);
+		assert_memory_equal(a->want, b->want, 2);
+		assert_int_equal(a->inputs[0]->nelem, 64);
+		assert_memory_equal(a->inputs[0]->data, b->inputs[0]->data, 64 * sizeof(float));
+		v2_request_free(a);
+		v2_request_free(b);
+	}
+	/* duplicate keys anywhere are refused by both */
+	expect_error("{\"inputs\":[{\"name\":\"pixels\",\"name\":\"pixels\"}]}", "duplicate");
+	expect_error("{\"parameters\":{\"a\":1,\"a\":2},\"inputs\":[]}", "duplicate");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +358,7 @@ int main(void)
 	    cmocka_unit_test(test_response_render),
 	    cmocka_unit_test(test_error_and_metadata_render),
 	    cmocka_unit_test(test_other_dtypes),
+	    cmocka_unit_test(test_fast_path_agrees),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
