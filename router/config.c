@@ -456,6 +456,7 @@ static size_t read_digits(const char *s, uint64_t *v)
 	return i;
 }
 
+/* Size with unit -> bytes; 0, or -1 with err (contract in config.h). Nothing allocated. */
 int config_parse_size(const char *s, size_t *out, char *err, size_t errlen)
 {
 	static const struct {
@@ -501,6 +502,7 @@ int config_parse_size(const char *s, size_t *out, char *err, size_t errlen)
 	return -1;
 }
 
+/* Duration with unit -> ms, microseconds rounded up; 0, or -1 with err. Nothing allocated. */
 int config_parse_duration_ms(const char *s, uint32_t *out, char *err, size_t errlen)
 {
 	static const struct {
@@ -559,6 +561,7 @@ int config_parse_duration_ms(const char *s, uint32_t *out, char *err, size_t err
 	return -1;
 }
 
+/* "12.5" -> 1250 basis points; 0, or -1 with err. Nothing allocated. */
 int config_parse_percent_bp(const char *s, uint32_t *out, char *err, size_t errlen)
 {
 	uint64_t ip, frac = 0;
@@ -661,6 +664,67 @@ static int is_ipv4_literal(const char *h)
 	return 1;
 }
 
+/* "[v6]" at the start of s into h (without brackets); *colon = what follows "]". */
+static int parse_host_v6(const char *s, char *h, size_t hn, const char **colon, char *why, size_t n)
+{
+	char q[72];
+	const char *close = strchr(s, ']');
+	if (close == NULL || close[1] != ':') {
+		snprintf(why, n, "expected [IPv6]:port");
+		return -1;
+	}
+	size_t hl = (size_t)(close - s - 1);
+	if (hl >= hn) {
+		snprintf(why, n, "host is too long");
+		return -1;
+	}
+	memcpy(h, s + 1, hl);
+	h[hl] = 0;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET6, h, &a6) != 1) {
+		snprintf(why, n, "\"%s\" is not an IPv6 address", printable(h, hl, q, sizeof(q)));
+		return -1;
+	}
+	*colon = close + 1;
+	return 0;
+}
+
+/* A host name or IPv4 address before the last ':' of s into h; *colon = that ':'. */
+static int parse_host_name(const char *s, char *h, size_t hn, const char **colon, char *why,
+                           size_t n)
+{
+	char q[72];
+	const char *c = strrchr(s, ':');
+	if (c == NULL) {
+		snprintf(why, n, "expected host:port");
+		return -1;
+	}
+	size_t hl = (size_t)(c - s);
+	if (memchr(s, ':', hl) != NULL) {
+		snprintf(why, n, "an IPv6 address needs brackets, as in [::1]:8080");
+		return -1;
+	}
+	if (hl == 0 || hl > 253 || hl >= hn) {
+		snprintf(why, n, "host must have 1 to 253 characters");
+		return -1;
+	}
+	memcpy(h, s, hl);
+	h[hl] = 0;
+	for (size_t i = 0; i < hl; i++) {
+		if (!(is_name_char((unsigned char)h[i]) || h[i] == '.') || h[i] == '_') {
+			snprintf(why, n, "host has a bad character at position %zu", i + 1);
+			return -1;
+		}
+	}
+	struct in_addr a4;
+	if (is_ipv4_literal(h) && inet_pton(AF_INET, h, &a4) != 1) {
+		snprintf(why, n, "\"%s\" is not an IPv4 address", printable(h, hl, q, sizeof(q)));
+		return -1;
+	}
+	*colon = c;
+	return 0;
+}
+
 /*
  * "host:port" or "[v6]:port" into a new *host (IPv6 without brackets) and
  * *port 1..65535. Returns 0, or -1 with why.
@@ -669,57 +733,10 @@ static int parse_hostport(const char *s, char **host, int *port, char *why, size
 {
 	const char *colon;
 	char h[256];
-	size_t hl;
-
-	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-		if (close == NULL || close[1] != ':') {
-			snprintf(why, n, "expected [IPv6]:port");
-			return -1;
-		}
-		hl = (size_t)(close - s - 1);
-		if (hl >= sizeof(h)) {
-			snprintf(why, n, "host is too long");
-			return -1;
-		}
-		memcpy(h, s + 1, hl);
-		h[hl] = 0;
-		struct in6_addr a6;
-		if (inet_pton(AF_INET6, h, &a6) != 1) {
-			snprintf(why, n, "\"%s\" is not an IPv6 address", h);
-			return -1;
-		}
-		colon = close + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon == NULL) {
-			snprintf(why, n, "expected host:port");
-			return -1;
-		}
-		hl = (size_t)(colon - s);
-		if (memchr(s, ':', hl) != NULL) {
-			snprintf(why, n, "an IPv6 address needs brackets, as in [::1]:8080");
-			return -1;
-		}
-		if (hl == 0 || hl > 253) {
-			snprintf(why, n, "host must have 1 to 253 characters");
-			return -1;
-		}
-		memcpy(h, s, hl);
-		h[hl] = 0;
-		for (size_t i = 0; i < hl; i++) {
-			char ch = h[i];
-			if (!(is_name_char((unsigned char)ch) || ch == '.') || ch == '_') {
-				snprintf(why, n, "host has a bad character at position %zu", i + 1);
-				return -1;
-			}
-		}
-		struct in_addr a4;
-		if (is_ipv4_literal(h) && inet_pton(AF_INET, h, &a4) != 1) {
-			snprintf(why, n, "\"%s\" is not an IPv4 address", h);
-			return -1;
-		}
-	}
+	int r = s[0] == '[' ? parse_host_v6(s, h, sizeof(h), &colon, why, n)
+	                    : parse_host_name(s, h, sizeof(h), &colon, why, n);
+	if (r != 0)
+		return -1;
 	uint64_t p;
 	size_t nd = read_digits(colon + 1, &p);
 	if (nd == 0 || nd > 5 || colon[1 + nd] != 0 || p < 1 || p > 65535) {
@@ -1643,6 +1660,52 @@ static int event_has_anchor_or_tag(struct ctx *c, yaml_event_t *ev)
 	return 0;
 }
 
+/* Where the event walk stands. */
+struct walk {
+	int depth, docs;
+	int bad;  /* an error was reported: do not load the document */
+	int done; /* stop walking */
+};
+
+static void on_event(struct ctx *c, yaml_event_t *ev, struct walk *w)
+{
+	char q[72];
+	switch (ev->type) {
+	case YAML_ALIAS_EVENT:
+		error_mark(c, &ev->start_mark, "aliases (*%s) are not allowed in a config",
+		           printable((char *)ev->data.alias.anchor,
+		                     strlen((char *)ev->data.alias.anchor), q, sizeof(q)));
+		w->bad = 1;
+		break;
+	case YAML_SEQUENCE_START_EVENT:
+	case YAML_MAPPING_START_EVENT:
+		if (++w->depth > MAX_DEPTH) {
+			error_mark(c, &ev->start_mark, "nested deeper than %d levels", MAX_DEPTH);
+			w->bad = w->done = 1;
+		}
+		w->bad |= event_has_anchor_or_tag(c, ev);
+		break;
+	case YAML_SCALAR_EVENT:
+		w->bad |= event_has_anchor_or_tag(c, ev);
+		break;
+	case YAML_SEQUENCE_END_EVENT:
+	case YAML_MAPPING_END_EVENT:
+		w->depth--;
+		break;
+	case YAML_DOCUMENT_START_EVENT:
+		if (++w->docs > 1) {
+			error_mark(c, &ev->start_mark, "only one YAML document is allowed");
+			w->bad = w->done = 1;
+		}
+		break;
+	case YAML_STREAM_END_EVENT:
+		w->done = 1;
+		break;
+	default:
+		break;
+	}
+}
+
 /*
  * Walk the events once, before the document is built: refuse what could
  * expand (aliases), confuse (anchors, tags, several documents) or exhaust
@@ -1652,7 +1715,7 @@ static int prepass(struct ctx *c)
 {
 	yaml_parser_t p;
 	yaml_event_t ev;
-	int depth = 0, docs = 0, bad = 0, done = 0;
+	struct walk w = {0};
 	size_t events = 0;
 
 	if (!yaml_parser_initialize(&p)) {
@@ -1660,56 +1723,21 @@ static int prepass(struct ctx *c)
 		return -1;
 	}
 	yaml_parser_set_input_string(&p, (const unsigned char *)c->buf, c->len);
-	while (!done) {
+	while (!w.done) {
 		if (!yaml_parser_parse(&p, &ev)) {
 			syntax_error(c, &p);
-			bad = 1;
+			w.bad = 1;
 			break;
 		}
-		char q[72];
-		switch (ev.type) {
-		case YAML_ALIAS_EVENT:
-			error_mark(c, &ev.start_mark, "aliases (*%s) are not allowed in a config",
-			           printable((char *)ev.data.alias.anchor,
-			                     strlen((char *)ev.data.alias.anchor), q, sizeof(q)));
-			bad = 1;
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-		case YAML_MAPPING_START_EVENT:
-			if (++depth > MAX_DEPTH) {
-				error_mark(c, &ev.start_mark, "nested deeper than %d levels",
-				           MAX_DEPTH);
-				bad = done = 1;
-			}
-			bad |= event_has_anchor_or_tag(c, &ev);
-			break;
-		case YAML_SCALAR_EVENT:
-			bad |= event_has_anchor_or_tag(c, &ev);
-			break;
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT:
-			depth--;
-			break;
-		case YAML_DOCUMENT_START_EVENT:
-			if (++docs > 1) {
-				error_mark(c, &ev.start_mark, "only one YAML document is allowed");
-				bad = done = 1;
-			}
-			break;
-		case YAML_STREAM_END_EVENT:
-			done = 1;
-			break;
-		default:
-			break;
-		}
+		on_event(c, &ev, &w);
 		yaml_event_delete(&ev);
-		if (++events > MAX_EVENTS && !done) {
+		if (++events > MAX_EVENTS && !w.done) {
 			error_at(c, NULL, "more than %d YAML nodes", MAX_EVENTS);
-			bad = done = 1;
+			w.bad = w.done = 1;
 		}
 	}
 	yaml_parser_delete(&p);
-	return bad ? -1 : 0;
+	return w.bad ? -1 : 0;
 }
 
 /* Load the one document and fill c->cfg from it; errors are collected in c. */
@@ -1757,6 +1785,12 @@ static int hash_hex(const char *buf, size_t len, char out[65])
 
 /* ---------------------------------------------------------------- public */
 
+/*
+ * Parse buf (len bytes, not necessarily NUL-terminated; NULL = empty) as the
+ * config named name. Returns a config the caller frees with config_free(), or
+ * NULL with every error in err (lines joined by '\n', always NUL-terminated when
+ * errlen > 0). buf and name are not kept.
+ */
 struct config *config_load_buffer(const char *name, const char *buf, size_t len, char *err,
                                   size_t errlen)
 {
@@ -1795,6 +1829,11 @@ fail:
 	return NULL;
 }
 
+/*
+ * Read path (a regular file of at most CONFIG_FILE_MAX bytes) and load it as
+ * config_load_buffer() does; cfg->file is a copy of path. Caller frees the
+ * result with config_free(); NULL with err filled on any failure.
+ */
 struct config *config_load(const char *path, char *err, size_t errlen)
 {
 	struct config *cfg = NULL;
@@ -1834,6 +1873,7 @@ out:
 	return cfg;
 }
 
+/* Free cfg and every string and array it owns. Accepts NULL. */
 void config_free(struct config *cfg)
 {
 	if (cfg == NULL)
@@ -1875,6 +1915,7 @@ void config_free(struct config *cfg)
 	free(cfg);
 }
 
+/* Index of the variant called name in cfg->variants, or -1. */
 ssize_t config_variant_index(const struct config *cfg, const char *name)
 {
 	for (size_t i = 0; i < cfg->n_variants; i++)
@@ -1883,6 +1924,7 @@ ssize_t config_variant_index(const struct config *cfg, const char *name)
 	return -1;
 }
 
+/* Static name of a strategy, as written in the config. */
 const char *config_strategy_name(enum config_strategy s)
 {
 	switch (s) {

@@ -150,8 +150,10 @@ struct config {
 /*
  * Load and validate the YAML file at path. On success returns a new config
  * (caller frees with config_free). On failure returns NULL and fills err with
- * one line per error, each "FILE:LINE:COL: key.path: what is wrong"; every
- * error found is reported, not just the first.
+ * one line per error, each "FILE:LINE:COL: key.path: what is wrong" (lines
+ * joined by '\n', no trailing newline); every error found is reported, up to
+ * CONFIG_MAX_ERRORS and a last line counting them all. Errors with no place
+ * (cannot open, too large) read "FILE: what is wrong".
  */
 struct config *config_load(const char *path, char *err, size_t errlen);
 
