@@ -114,8 +114,11 @@ class Proc:
     def signal(self, sig):
         self.p.send_signal(sig)
 
-    def stop(self, sig=signal.SIGTERM, timeout=15):
-        """Signal the process and wait; return its exit code."""
+    def stop(self, sig=None, timeout=15):
+        """Signal the process (default SIGTERM) and wait; return its exit code."""
+        # (The default is filled in here: inside the class body the name `signal`
+        # is the method above, not the module.)
+        sig = signal.SIGTERM if sig is None else sig
         if self.p.poll() is None:
             self.p.send_signal(sig)
         try:
