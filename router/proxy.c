@@ -189,9 +189,27 @@ int proxy_check_framing(const struct evkeyvalq *headers, char *err, size_t errle
 	return 0;
 }
 
+static void on_reply_written(struct evhttp_request *req, void *arg)
+{
+	struct worker *w = arg;
+	if (w->unflushed > 0)
+		w->unflushed--;
+	worker_request_done(w);
+}
+
+void proxy_send_reply(struct worker *w, struct evhttp_request *req, int code, struct evbuffer *body)
+{
+	/* Without a connection evhttp frees req at once and never completes it. */
+	if (evhttp_request_get_connection(req) != NULL) {
+		evhttp_request_set_on_complete_cb(req, on_reply_written, w);
+		w->unflushed++;
+	}
+	evhttp_send_reply(req, code, NULL, body);
+}
+
 /* A JSON error answer naming the cause (and the variant, when there is one). */
-static void send_error(struct evhttp_request *req, int code, const char *variant, const char *cause,
-                       const char *message, const char *request_id, int close)
+static void send_error(struct worker *w, struct evhttp_request *req, int code, const char *variant,
+                       const char *cause, const char *message, const char *request_id, int close)
 {
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	json_t *j = json_pack("{s:s, s:s}", "error", message, "cause", cause);
@@ -210,9 +228,9 @@ static void send_error(struct evhttp_request *req, int code, const char *variant
 		evhttp_add_header(out, "X-Turnout-Variant", variant);
 	if (code == 503)
 		evhttp_add_header(out, "Retry-After", "1");
-	if (close)
+	if (close || w->draining)
 		evhttp_add_header(out, "Connection", "close");
-	evhttp_send_reply(req, code, NULL, b);
+	proxy_send_reply(w, req, code, b);
 	if (b)
 		evbuffer_free(b);
 	free(s);
@@ -417,7 +435,7 @@ static void answer_upstream_error(struct proxy_req *pr, const struct upstream_re
 	         upstream_err_name(res->err), res->detail);
 	log_warn("proxy: request %s: %s", pr->request_id, msg);
 	stats_error(pr->w->shard, v->stats_slot, stats_cause(res->err));
-	send_error(pr->req, code, v->name, upstream_err_name(res->err), msg, pr->request_id,
+	send_error(pr->w, pr->req, code, v->name, upstream_err_name(res->err), msg, pr->request_id,
 	           pr->w->draining);
 	stats_record(pr->w->shard, v->stats_slot, code, now_us() - pr->start_us);
 }
@@ -456,7 +474,7 @@ static void on_upstream_done(const struct upstream_result *res, void *arg)
 	 */
 	shadow_after_live(&live); /* shadow (engineer F): copies and submits only */
 	copy_response_headers(pr, res->headers);
-	evhttp_send_reply(pr->req, (int)res->status, NULL, res->body);
+	proxy_send_reply(pr->w, pr->req, (int)res->status, res->body);
 	stats_record(pr->w->shard, pr->snap->variants[pr->variant].stats_slot, (int)res->status,
 	             live.latency_us);
 	finish(pr);
@@ -499,7 +517,7 @@ static int route_request(struct proxy_req *pr)
 	char msg[512];
 	if (r == ROUTE_PICK_UNKNOWN_OVERRIDE) {
 		snprintf(msg, sizeof(msg), "header %s names unknown variant '%.64s'", oh, override);
-		send_error(pr->req, 400, NULL, "unknown_variant", msg, pr->request_id, 0);
+		send_error(pr->w, pr->req, 400, NULL, "unknown_variant", msg, pr->request_id, 0);
 		return -1;
 	}
 	pr->endpoint = r == ROUTE_PICK_OK ? route_endpoint_pick(pr->snap, pr->variant) : -1;
@@ -508,7 +526,8 @@ static int route_request(struct proxy_req *pr)
 		snprintf(msg, sizeof(msg), "variant '%s' has no healthy endpoint", name);
 		stats_record(pr->w->shard, s->variants[pr->variant].stats_slot, 503,
 		             now_us() - pr->start_us);
-		send_error(pr->req, 503, name, "no_healthy_endpoint", msg, pr->request_id, 0);
+		send_error(pr->w, pr->req, 503, name, "no_healthy_endpoint", msg, pr->request_id,
+		           0);
 		return -1;
 	}
 	return 0;
@@ -522,7 +541,7 @@ static int start_upstream(struct proxy_req *pr)
 	char url[PROXY_URL_MAX];
 	int n = snprintf(url, sizeof(url), "%s%s", v->endpoints[pr->endpoint].cfg->url, uri);
 	if (n < 0 || (size_t)n >= sizeof(url) || method == NULL) {
-		send_error(pr->req, 400, v->name, "bad_request", "request target too long",
+		send_error(pr->w, pr->req, 400, v->name, "bad_request", "request target too long",
 		           pr->request_id, 0);
 		return -1;
 	}
@@ -547,7 +566,7 @@ static int start_upstream(struct proxy_req *pr)
 			snprintf(err, sizeof(err), "out of memory");
 		log_error("proxy: request %s: cannot start upstream transfer: %s", pr->request_id,
 		          err);
-		send_error(pr->req, 502, v->name, "internal", err, pr->request_id, 0);
+		send_error(pr->w, pr->req, 502, v->name, "internal", err, pr->request_id, 0);
 		return -1;
 	}
 	proxy_set_state(pr, PROXY_STATE_UPSTREAM);
@@ -560,19 +579,20 @@ static int admit(struct worker *w, struct evhttp_request *req, const struct rout
 	char err[128];
 	const char *uri = evhttp_request_get_uri(req);
 	if (proxy_check_framing(evhttp_request_get_input_headers(req), err, sizeof(err)) < 0) {
-		send_error(req, 400, NULL, "bad_framing", err, NULL, 1);
+		send_error(w, req, 400, NULL, "bad_framing", err, NULL, 1);
 		return -1;
 	}
 	if (uri == NULL || uri[0] != '/') {
-		send_error(req, 400, NULL, "bad_request", "request target must be a path", NULL, 0);
+		send_error(w, req, 400, NULL, "bad_request", "request target must be a path", NULL,
+		           0);
 		return -1;
 	}
 	if (s == NULL) {
-		send_error(req, 503, NULL, "no_route", "no routing snapshot yet", NULL, 0);
+		send_error(w, req, 503, NULL, "no_route", "no routing snapshot yet", NULL, 0);
 		return -1;
 	}
 	if (w->inflight >= s->cfg->limits.max_inflight) {
-		send_error(req, 503, NULL, "overloaded",
+		send_error(w, req, 503, NULL, "overloaded",
 		           "too many requests in flight on this worker", NULL, 0);
 		return -1;
 	}
@@ -591,7 +611,7 @@ void proxy_handle(struct evhttp_request *req, void *arg)
 	struct proxy_req *pr = calloc(1, sizeof(*pr));
 	if (pr == NULL) {
 		route_release(snap);
-		send_error(req, 503, NULL, "overloaded", "out of memory", NULL, 0);
+		send_error(w, req, 503, NULL, "overloaded", "out of memory", NULL, 0);
 		return;
 	}
 	pr->w = w;
@@ -620,7 +640,7 @@ void proxy_abort_all(struct worker *w)
 		upstream_cancel(pr->xfer);
 		pr->xfer = NULL;
 		proxy_set_state(pr, PROXY_STATE_DONE);
-		send_error(pr->req, 503, pr->snap->variants[pr->variant].name, "draining",
+		send_error(pr->w, pr->req, 503, pr->snap->variants[pr->variant].name, "draining",
 		           "the router is shutting down", pr->request_id, 1);
 		finish(pr);
 	}

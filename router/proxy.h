@@ -52,6 +52,13 @@ void proxy_abort_all(struct worker *w);
  */
 int proxy_check_framing(const struct evkeyvalq *headers, char *err, size_t errlen);
 
+/*
+ * evhttp_send_reply(req, code, NULL, body) that also tracks, for draining, that
+ * the answer is not yet fully written (w->unflushed). body may be NULL.
+ */
+void proxy_send_reply(struct worker *w, struct evhttp_request *req, int code,
+                      struct evbuffer *body);
+
 /* Whether name is a hop-by-hop header, given the message's Connection header (may be NULL). */
 int proxy_is_hop_by_hop(const char *name, const char *connection);
 

@@ -132,7 +132,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 			if (b)
 				evbuffer_add_printf(b, "{\"error\":\"too many client connections\","
 				                       "\"cause\":\"max_connections\"}\n");
-			evhttp_send_reply(req, 503, NULL, b);
+			proxy_send_reply(w, req, 503, b);
 			if (b)
 				evbuffer_free(b);
 			return;
@@ -145,18 +145,26 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 static void leave_if_idle(struct worker *w)
 {
-	if (w->draining && w->inflight == 0)
+	if (w->draining && w->inflight == 0 && w->unflushed == 0)
 		event_base_loopexit(w->base, NULL);
 }
 
 static void on_drain_deadline(evutil_socket_t fd, short events, void *arg)
 {
 	struct worker *w = arg;
+	if (w->drain_expired) {
+		/* Answers still unwritten a second after the deadline: give up on them. */
+		event_base_loopexit(w->base, NULL);
+		return;
+	}
+	w->drain_expired = 1;
 	if (w->inflight)
 		log_warn("worker %zu: drain timeout, answering %zu request(s) with 503", w->index,
 		         w->inflight);
 	proxy_abort_all(w);
-	event_base_loopexit(w->base, NULL);
+	struct timeval tv = {1, 0};
+	evtimer_add(w->drain_timer, &tv);
+	leave_if_idle(w);
 }
 
 static void on_drain(evutil_socket_t fd, short events, void *arg)

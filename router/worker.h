@@ -39,6 +39,8 @@ struct worker {
 	uint32_t drain_timeout_ms;
 	int draining;
 	size_t inflight;        /* live requests being proxied */
+	size_t unflushed;       /* answers handed to evhttp, not yet fully written */
+	int drain_expired;      /* the drain deadline passed: leaving soon regardless */
 	struct proxy_req *reqs; /* those requests (proxy.c) */
 	uint32_t max_conns;     /* this worker's share of limits.max_connections */
 	size_t conns;           /* client connections seen with a request, still open */
@@ -76,7 +78,10 @@ void worker_join(struct worker *w);
 /* Free everything the worker owns. Accepts NULL. The thread must have ended. */
 void worker_free(struct worker *w);
 
-/* Called by proxy.c when a live request ends: ends the loop if draining and idle. */
+/*
+ * Called by proxy.c when a live request ends or an answer is fully written:
+ * ends the loop if draining and nothing is left to answer or flush.
+ */
 void worker_request_done(struct worker *w);
 
 #endif

@@ -29,7 +29,7 @@ strategy: bluegreen
 stable: blue
 candidate: dead
 limits:
-  upstream_timeout: 400ms
+  upstream_timeout: 1500ms
   max_inflight: 2
   max_body: 1MiB
 """
@@ -76,25 +76,30 @@ def main():
         f.check(s == 502 and doc["variant"] == "blue" and doc["cause"] in causes,
                 f"{path} -> 502 cause in {causes} ({s} {b[:200]!r})")
 
-    # 504: slow backend past upstream_timeout (400 ms).
+    # 504: slow backend past upstream_timeout (1.5 s).
     s, h, b = req("/slow?ms=3000")
     doc = json.loads(b)
     f.check(s == 504 and doc["cause"] == "timeout" and doc["variant"] == "blue",
             f"slow backend -> 504 timeout ({s} {b[:200]!r})")
 
+    def backend_inflight():
+        return json.loads(harness.http_request(blue.port, "GET", "/_stats")[2])["inflight"]
+
+    # The 504's request may still sleep in the backend: wait it out first.
+    harness.wait_for(lambda: backend_inflight() == 0, timeout=5, what="backend idle")
     # 503: past max_inflight (2) on the single worker while two slow requests run.
     results = []
 
     def slow():
-        results.append(req("/slow?ms=300")[0])
+        s, _, b = req("/slow?ms=1000")
+        results.append(s)
+        if s != 200:
+            sys.stderr.write(f"slow request answered {s}: {b[:300]!r}\n")
 
-    # 300 ms < upstream_timeout (400 ms): these two succeed.
+    # 1 s < upstream_timeout (1.5 s): these two succeed.
     ts = [threading.Thread(target=slow) for _ in range(2)]
     for t in ts:
         t.start()
-    def backend_inflight():
-        return json.loads(harness.http_request(blue.port, "GET", "/_stats")[2])["inflight"]
-
     harness.wait_for(lambda: backend_inflight() == 2, timeout=5, what="two slow requests in flight")
     s, h, b = req("/x")
     got503 = (s, h, b) if s == 503 else None
