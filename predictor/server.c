@@ -424,15 +424,16 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 /* ---- sockets, threads, lifecycle ---------------------------------------- */
 
-static int listen_socket(const struct sockaddr *sa, socklen_t salen, char *err, size_t errlen)
+static int listen_socket(const struct sockaddr *sa, socklen_t salen, int reuseport, char *err,
+                         size_t errlen)
 {
 	int one = 1;
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto fail;
 	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-	    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
-	    bind(fd, sa, salen) < 0 || listen(fd, SERVER_BACKLOG) < 0)
+	    (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+	    bind(fd, sa, salen) < 0 || (reuseport && listen(fd, SERVER_BACKLOG) < 0))
 		goto fail;
 	return fd;
 fail:
@@ -442,7 +443,18 @@ fail:
 	return -1;
 }
 
-/* Resolve host:port and open one listening socket per worker on the same address. */
+static int sockaddr_port(const struct sockaddr_storage *ss)
+{
+	return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+	                                       : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/*
+ * Resolve host:port and open one listening socket per worker on the same
+ * address. A probe bind without SO_REUSEPORT comes first: it fails if anyone
+ * (say, a forgotten predictor) already listens there, which SO_REUSEPORT
+ * would otherwise silently allow; for port 0 it also picks the port.
+ */
 static int open_sockets(struct server *s, char *err, size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
@@ -460,21 +472,21 @@ static int open_sockets(struct server *s, char *err, size_t errlen)
 	socklen_t sslen = (socklen_t)ai->ai_addrlen;
 	memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
 	freeaddrinfo(ai);
+	int probe = listen_socket((struct sockaddr *)&ss, sslen, 0, why, sizeof(why));
+	if (probe < 0) {
+		snprintf(err, errlen, "listen %s:%d: %s", s->cfg.host, s->cfg.port, why);
+		return -1;
+	}
+	getsockname(probe, (struct sockaddr *)&ss, &sslen);
+	close(probe);
+	s->port = sockaddr_port(&ss);
 	for (size_t i = 0; i < s->n_workers; i++) {
-		int fd = listen_socket((struct sockaddr *)&ss, sslen, why, sizeof(why));
+		int fd = listen_socket((struct sockaddr *)&ss, sslen, 1, why, sizeof(why));
 		if (fd < 0) {
 			snprintf(err, errlen, "listen %s:%d: %s", s->cfg.host, s->port, why);
 			return -1;
 		}
 		s->workers[i].fd = fd;
-		if (i == 0) { /* port 0: every other socket joins the port the first got */
-			socklen_t l = sizeof(ss);
-			getsockname(fd, (struct sockaddr *)&ss, &l);
-			sslen = l;
-			s->port =
-			    ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-			                                   : ((struct sockaddr_in *)&ss)->sin_port);
-		}
 	}
 	return 0;
 }

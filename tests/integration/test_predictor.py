@@ -332,6 +332,16 @@ def check_sha256():
     F.check(p.stop() == 0, "predictor (--sha256) exits 0 on SIGTERM")
 
 
+def check_port_in_use(p):
+    """A second predictor on a port already served refuses to start (SO_REUSEPORT would share)."""
+    model = os.path.join(harness.MODELS_DIR, "digits-v1.onnx")
+    r = subprocess.run([harness.bin_path("turnout-predictor"), "--model", model, "--name", "d",
+                        "--listen", f"127.0.0.1:{p.port}"],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    F.check(r.returncode == 1 and b"Address already in use" in r.stderr,
+            f"a second predictor on a busy port refuses to start ({r.returncode}, {r.stderr!r})")
+
+
 def doc_curl_blocks():
     with open(DOC) as f:
         text = f.read()
@@ -399,6 +409,7 @@ def main():
     promtool_ok(after, "after bad input")
 
     check_doc_examples(v1)
+    check_port_in_use(v1)
     check_body_limit()
     check_sha256()
 
