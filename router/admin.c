@@ -482,7 +482,8 @@ static int make_socket(struct admin *adm, const struct admin_options *opt, char 
 	memcpy(sa.sun_path, tmp, strlen(tmp) + 1);
 	unlink(tmp);
 	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-		snprintf(err, errlen, "%s: bind: %s", tmp, strerror(errno));
+		snprintf(err, errlen, "admin.socket %s: cannot create %s: %s%s", opt->path, tmp,
+		         strerror(errno), errno == ENOENT ? " (does its directory exist?)" : "");
 		goto fail;
 	}
 	if (chmod(tmp, opt->group ? 0660 : 0600) != 0) {

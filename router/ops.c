@@ -861,9 +861,11 @@ static int start_services(struct ops *o, const struct config *cfg, char *err, si
 	if (admin_options_of(cfg, &ao) &&
 	    !(o->admin = admin_new(o->base, &ao, ops_commands, n, o, err, errlen)))
 		return -1;
+	/* Not fatal: SIGHUP and `turnoutctl reload` still work without it. */
 	o->watch = watch_new(o->base, o->config_path, on_file_change, o, err, errlen);
 	if (!o->watch)
-		return -1;
+		log_warn("watch: %s; the file is reloaded only on SIGHUP or turnoutctl reload",
+		         err);
 	return 0;
 }
 
