@@ -18,6 +18,7 @@ Prints "N passed, M failed" and exits non-zero on any failure.
 """
 
 import glob
+import json
 import os
 import re
 import shlex
@@ -154,7 +155,7 @@ def check_unit_options():
                  and ln.split()[0] == "u"]
     F.check(one(router, "Service", "User") in users,
             f"turnout.sysusers creates User={one(router, 'Service', 'User')} (has {users})")
-    return pred
+    return router, pred
 
 
 def check_systemd_analyze():
@@ -194,6 +195,7 @@ def check_predictor_env_files(pred_unit):
     envs = sorted(glob.glob(os.path.join(DEPLOY, "systemd", "predictor-*.env")))
     F.check(len(envs) >= 2, f"at least two predictor env files (v1, v2): {envs}")
     exec_start = one(pred_unit, "Service", "ExecStart")
+    running = {}
     for path in envs:
         name = os.path.basename(path)
         instance = name[len("predictor-"):-len(".env")]
@@ -211,50 +213,139 @@ def check_predictor_env_files(pred_unit):
         m = re.search(r"--sha256\s+([0-9a-f]{64})", env.get("EXTRA_ARGS", ""))
         F.check(m is not None and m.group(1) == sha256_of(model),
                 f"{name}: --sha256 in EXTRA_ARGS is the sha256 of {os.path.basename(model)}")
-        start_like_unit(name, exec_start, env, model)
+        started = start_like_unit(name, exec_start, env, model)
+        if started:
+            running[env["VERSION"]] = started
+    return running
 
 
 def start_like_unit(name, exec_start, env, model):
-    """Start the predictor with argv expanded from the unit's ExecStart and this env."""
-    port = harness.free_port()
-    env = dict(env, MODEL=model, LISTEN=f"127.0.0.1:{port}")
-    argv = expand_exec(exec_start, env)
-    argv[0] = harness.bin_path("turnout-predictor")
+    """Start the predictor with argv expanded from the unit's ExecStart and this env.
+
+    Returns (Proc, port) of the running predictor, or None (failure recorded).
+    """
     if placeholder("turnout-predictor"):
         skip(f"{name}: start the predictor as the unit would", "bin/turnout-predictor is still "
              "the placeholder")
-        return
+        return None
+    # The integrity check is live: a wrong digest must refuse to start.
+    bad = dict(env, MODEL=model, EXTRA_ARGS="--sha256 " + "0" * 64,
+               LISTEN=f"127.0.0.1:{harness.free_port()}")
+    argv = expand_exec(exec_start, bad)
+    argv[0] = harness.bin_path("turnout-predictor")
+    rc, out = run(argv, timeout=30)
+    F.check(rc not in (0, None) and "sha256" in out.lower(),
+            f"{name}: a wrong --sha256 stops the predictor with a message (rc {rc}): {out[:300]}")
+
+    port = harness.free_port()
+    argv = expand_exec(exec_start, dict(env, MODEL=model, LISTEN=f"127.0.0.1:{port}"))
+    argv[0] = harness.bin_path("turnout-predictor")
     p = harness.Proc(argv, name=f"unit-{name}")
+    if not wait_up(p, port, "/v2/health/ready", f"{name}: predictor started as the unit would "
+                                                 f"start it ({' '.join(argv)})"):
+        return None
+    path = f"/v2/models/{env['NAME']}/versions/{env['VERSION']}/ready"
+    st, _, body = harness.http_request(port, "GET", path)
+    F.check(st == 200, f"{name}: GET {path} -> {st} {body[:200]!r}")
+    return p, port
+
+
+def wait_up(p, port, path, what, timeout=20):
+    """Wait until GET path answers 200 or p dies; record the check; kill p on failure."""
 
     def ready_or_dead():
         if not p.alive():
             return "dead"
         try:
-            return harness.http_request(port, "GET", "/v2/health/ready", timeout=1)[0] == 200
+            return harness.http_request(port, "GET", path, timeout=1)[0] == 200
         except OSError:
             return False
 
-    state = harness.wait_for(ready_or_dead, timeout=20, what=f"{name}: predictor ready")
-    F.check(state is True, f"{name}: predictor started as the unit would start it "
-                           f"({' '.join(argv)}):\n{p.output()}")
+    try:
+        state = harness.wait_for(ready_or_dead, timeout=timeout, what=what)
+    except AssertionError:
+        state = "timeout"
+    F.check(state is True, f"{what}: {state}\n{p.output()}")
     if state is not True:
         p.stop(signal.SIGKILL, timeout=10)
-        return
-    path = f"/v2/models/{env['NAME']}/versions/{env['VERSION']}/ready"
-    st, _, body = harness.http_request(port, "GET", path)
-    F.check(st == 200, f"{name}: GET {path} -> {st} {body[:200]!r}")
+    return state is True
+
+
+def stop_expect_0(p, what):
+    """SIGTERM (systemd's KillSignal) must end p with exit code 0."""
     try:
         rc = p.stop(signal.SIGTERM, timeout=20)
     except AssertionError as e:  # stop() killed it after the timeout
         rc = str(e)
-    F.check(rc == 0, f"{name}: predictor exits 0 on SIGTERM (got {rc}):\n{p.output()}")
-    # The integrity check is live: a wrong digest must refuse to start.
-    bad = dict(env, EXTRA_ARGS="--sha256 " + "0" * 64, LISTEN=f"127.0.0.1:{harness.free_port()}")
-    argv = expand_exec(exec_start, bad)
-    argv[0] = harness.bin_path("turnout-predictor")
-    rc, out = run(argv, timeout=30)
-    F.check(rc != 0 and "sha256" in out.lower(),
-            f"{name}: a wrong --sha256 stops the predictor with a message (rc {rc}): {out[:300]}")
+    F.check(rc == 0, f"{what}: exits 0 on SIGTERM (got {rc}):\n{p.output()[-3000:]}")
+
+
+def check_router_like_unit(router_unit, preds):
+    """turnout.service's ExecStartPre, ExecStart, ExecReload and stop on the real router.
+
+    The config is the k8s ConfigMap's, with ports and paths moved to this test's
+    and the variants pointed at the predictors started from the env files.
+    """
+    if placeholder("turnout"):
+        skip("turnout.service commands on the real router", "bin/turnout is still the placeholder")
+        return
+    cm = [d for d in load_k8s() if d.get("kind") == "ConfigMap"]
+    if not cm or len(preds) < 2:
+        F.check(False, "router as a unit: needs the ConfigMap and two running predictors")
+        return
+    cfg = yaml.safe_load(cm[0]["data"]["turnout.yaml"])
+    port, admin = harness.free_port(), harness.free_port()
+    cfg["listen"] = f"127.0.0.1:{port}"
+    cfg["admin"] = {"socket": os.path.join(TMP, "admin.sock"), "http": f"127.0.0.1:{admin}"}
+    cfg["state_file"] = os.path.join(TMP, "state.json")
+    for vname, v in cfg["variants"].items():
+        F.check(vname in preds, f"router as a unit: variant {vname} has a predictor env file")
+        if vname in preds:
+            v["endpoints"] = [f"http://127.0.0.1:{preds[vname][1]}"]
+    path = os.path.join(TMP, "turnout.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+
+    def cmd(key):
+        line = one(router_unit, "Service", key).replace("/etc/turnout/turnout.yaml", path)
+        return line.replace("/usr/local/bin/", harness.BIN_DIR.rstrip("/") + "/")
+
+    rc, out = run(shlex.split(cmd("ExecStartPre")), timeout=30)
+    F.check(rc == 0, f"turnout.service ExecStartPre accepts the config (rc {rc}): {out[:1000]}")
+    p = harness.Proc(shlex.split(cmd("ExecStart")), name="unit-turnout")
+    if not wait_up(p, admin, "/status", "turnout.service ExecStart: admin /status answers"):
+        return
+    pixels, _ = harness.load_heldout()
+    body = {"inputs": [{"name": "pixels", "shape": [1, 64], "datatype": "FP32", "data": pixels[0]}]}
+
+    def infer():
+        st, hdr, data = harness.http_request(port, "POST", "/v2/models/digits/infer", body=body)
+        return (st, hdr) if st == 200 else None
+
+    try:
+        st, hdr = harness.wait_for(infer, timeout=15, what="an inference through the router")
+    except AssertionError as e:
+        st, hdr = str(e), {}
+    F.check(st == 200 and hdr.get("x-turnout-variant") == cfg["stable"],
+            f"an inference through the router: 200 from {cfg['stable']} "
+            f"(got {st}, variant {hdr.get('x-turnout-variant')})")
+    # systemctl reload: ExecReload with $MAINPID; the new percent must be in force.
+    cfg["shadow"]["percent"] = 20
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f)
+    rc, out = run(shlex.split(cmd("ExecReload").replace("$MAINPID", str(p.pid))), timeout=10)
+    F.check(rc == 0, f"turnout.service ExecReload (rc {rc}): {out}")
+
+    def reloaded():
+        st, _, data = harness.http_request(admin, "GET", "/status", timeout=2)
+        return st == 200 and json.loads(data).get("shadow_percent") == 20
+
+    try:
+        ok = harness.wait_for(reloaded, timeout=10, what="shadow_percent 20 after the reload")
+    except AssertionError:
+        ok = False
+    F.check(ok and p.alive(), f"after ExecReload the router runs the new config:\n{p.output()[-2000:]}")
+    stop_expect_0(p, "turnout (as turnout.service stops it)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -413,6 +504,10 @@ def check_router_deployment(d, cmd, cm, services, pred_services):
             and c["readinessProbe"]["httpGet"]["path"] == "/status"
             and container_port(spec, c["livenessProbe"]["httpGet"]["port"]) == admin_port,
             f"router probes: GET /status on admin.http port {admin_port}")
+    drain = re.fullmatch(r"(\d+)s", str(cfg.get("limits", {}).get("drain_timeout", "10s")))
+    grace = spec.get("terminationGracePeriodSeconds", 30)
+    F.check(drain is not None and grace > int(drain.group(1)),
+            f"router: terminationGracePeriodSeconds {grace} outlasts limits.drain_timeout")
     ann = d["spec"]["template"]["metadata"]["annotations"]
     F.check(ann.get("prometheus.io/port") == str(admin_port),
             f"router prometheus.io/port is admin.http's port {admin_port}")
@@ -613,9 +708,12 @@ def check_container():
 
 def main():
     print(f"deploy dir: {DEPLOY}")
-    pred = check_unit_options()
+    router_unit, pred_unit = check_unit_options()
     check_systemd_analyze()
-    check_predictor_env_files(pred)
+    preds = check_predictor_env_files(pred_unit)
+    check_router_like_unit(router_unit, preds)
+    for version, (p, _) in sorted(preds.items()):
+        stop_expect_0(p, f"predictor {version} (as turnout-predictor@{version} stops it)")
     check_k8s()
     check_prometheus()
     check_container()
