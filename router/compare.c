@@ -42,7 +42,7 @@ struct cpath {
 	char *keys; /* inside buf, after the copy: the keys, NUL-terminated */
 	size_t keys_used;
 	size_t n;
-	struct seg segs[COMPARE_SEGMENTS_MAX];
+	struct seg *segs; /* one per byte of the path at most */
 };
 
 struct crule {
@@ -160,6 +160,7 @@ static void cpath_clear(struct cpath *p)
 {
 	free(p->text);
 	free(p->buf);
+	free(p->segs);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -171,14 +172,15 @@ static int cpath_compile(struct cpath *p, const char *text, char *err, size_t er
 		set_err(err, errlen, "empty path");
 		return -1;
 	}
-	if (strlen(text) >= COMPARE_PATH_MAX) {
-		set_err(err, errlen, "path longer than %d bytes", COMPARE_PATH_MAX - 1);
+	if (strlen(text) > COMPARE_PATH_MAX) {
+		set_err(err, errlen, "path longer than %d bytes", COMPARE_PATH_MAX);
 		return -1;
 	}
 	size_t len = strlen(text), i = 0;
 	p->text = strdup(text);
 	p->buf = malloc(2 * len + 2);
-	if (!p->text || !p->buf) {
+	p->segs = calloc(len, sizeof(*p->segs)); /* each segment takes at least one byte */
+	if (!p->text || !p->buf || !p->segs) {
 		set_err(err, errlen, "out of memory");
 		goto fail;
 	}

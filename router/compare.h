@@ -34,7 +34,7 @@
 #define COMPARE_DEPTH_MAX    64                  /* JSON nesting we agree to parse */
 #define COMPARE_PATH_MAX     256                 /* bytes of a path, rule or found difference */
 #define COMPARE_VALUE_MAX    512                 /* bytes of JSON text kept per differing value */
-#define COMPARE_SEGMENTS_MAX 32                  /* segments in one rule path */
+#define COMPARE_SEGMENTS_MAX 128 /* keys and [..] in one rule path: never binding at 256 bytes */
 
 enum compare_result {
 	COMPARE_AGREE,
@@ -56,7 +56,7 @@ struct compare_outcome {
 	int rule; /* index into the rules when where == COMPARE_WHERE_RULE, else -1 */
 	/* Path of the difference: the rule's path, or for a whole-body comparison
 	 * the first differing path found, e.g. "outputs[0].data[3]" ("" = root). */
-	char path[COMPARE_PATH_MAX];
+	char path[COMPARE_PATH_MAX + 1];
 	/* Both values at that path as compact JSON text; "" when absent. When the
 	 * text did not fit it is cut and the *_truncated flag is set (then it is
 	 * no longer valid JSON). */

@@ -70,6 +70,7 @@ struct shadow_worker {
 	size_t inflight_bytes;
 	struct shadow_ctx *ctxs;
 	struct shadow_rules *cur;
+	const struct route_config *failed_rc; /* rules of this config did not compile: said once */
 	struct shadow_slot slots[STATS_MAX_SLOTS];
 };
 
@@ -196,7 +197,10 @@ static struct shadow_rules *rules_for(struct shadow_worker *sw, struct route_sna
 	r->rules = compare_rules_new(&s->cfg->shadow, err, sizeof(err));
 	if (!r->rules) {
 		/* the config loader checks the paths; this is memory, or a loader gap */
-		log_error("shadow: %s: %s", s->cfg->file ? s->cfg->file : "config", err);
+		if (sw->failed_rc != s->rc)
+			log_error("shadow: %s: %s; mirrors are dropped (reason internal)",
+			          s->cfg->file ? s->cfg->file : "config", err);
+		sw->failed_rc = s->rc;
 		free(r);
 		return NULL;
 	}

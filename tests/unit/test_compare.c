@@ -59,11 +59,21 @@ static void test_path_syntax(void **state)
 	memset(longp, 'a', sizeof(longp) - 1);
 	longp[sizeof(longp) - 1] = 0;
 	assert_int_equal(compare_path_check(longp, err, sizeof(err)), -1);
-	char many[200] = "a";
-	for (int i = 0; i < 40; i++)
+	/* exactly COMPARE_PATH_MAX bytes is allowed (the config loader's limit too) */
+	char maxp[COMPARE_PATH_MAX + 1];
+	memset(maxp, 'a', COMPARE_PATH_MAX);
+	maxp[COMPARE_PATH_MAX] = 0;
+	assert_int_equal(compare_path_check(maxp, err, sizeof(err)), 0);
+	/* the most segments a path of that length can have */
+	char many[COMPARE_PATH_MAX + 1] = "a";
+	for (int i = 0; i < COMPARE_PATH_MAX / 2 - 1; i++)
 		strcat(many, ".a");
-	assert_int_equal(compare_path_check(many, err, sizeof(err)), -1);
-	assert_non_null(strstr(err, "segments"));
+	if (compare_path_check(many, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	char idx[COMPARE_PATH_MAX + 1] = "a";
+	for (int i = 0; i < 80; i++)
+		strcat(idx, "[0]");
+	assert_int_equal(compare_path_check(idx, err, sizeof(err)), 0);
 }
 
 static void test_rules_new_errors(void **state)
