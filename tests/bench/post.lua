@@ -16,6 +16,15 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 
+-- $BENCH_THINK_MS > 0: each connection waits that long before its next
+-- request, so the load is paced below saturation (latency, not queueing).
+local think = tonumber(os.getenv("BENCH_THINK_MS") or "0")
+if think > 0 then
+	delay = function()
+		return think
+	end
+end
+
 done = function(summary, latency, requests)
 	local e = summary.errors
 	io.write(string.format(
