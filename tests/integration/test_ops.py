@@ -302,11 +302,68 @@ def check_peer_uid(f):
     f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
 
 
+def check_commands(f):
+    rig = OpsRig()
+    rig.start(rig.yaml(strategy="bluegreen"))
+    for args, want in ((("canary", "10"), "strategy is bluegreen"),
+                       (("switch", "purple"), 'no variant "purple"'),
+                       (("shadow", "150"), "shadow: PERCENT"),
+                       (("switch", "green", "--now"), "usage: switch VARIANT [--force]")):
+        rc, out, err = rig.ctl(*args)
+        f.check(rc == 1 and want in err, f"turnoutctl {' '.join(args)} refused: {err!r}")
+    rc, out, err = rig.ctl("frobnicate")
+    f.check(rc == 2 and "unknown command" in err, f"a typo is a usage error: {err!r}")
+    r = rig.ctl_ok("switch", "blue")
+    f.check("already live" in r["message"], "switch to the live color changes nothing")
+    rc, out, err = rig.ctl("switch", "green", as_json=False)
+    f.check(rc == 0 and "blue -> green" in out, f"human output of switch: {out!r}")
+    f.check(rig.variants_seen(10) == {"green"}, "switch green in force")
+    f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
+
+    # canary: switch needs --force; promote, then rollback to the old stable
+    os.unlink(rig.state)
+    rig.start(rig.yaml(strategy="canary", canary=20))
+    rc, out, err = rig.ctl("switch", "green")
+    f.check(rc == 1 and "use promote" in err, f"switch under canary needs --force: {err!r}")
+    r = rig.ctl_ok("promote")
+    f.check(rig.variants_seen() == {"green"}, f"promote: all green ({r['message']})")
+    st = rig.status()
+    f.check(st["stable"] == "green" and st["canary_percent"] == 0,
+            "status after promote: green stable, canary 0")
+    r = rig.ctl_ok("rollback")
+    f.check(rig.variants_seen() == {"blue"} and "green -> blue" in r["message"],
+            f"rollback after promote returns to blue: {r['message']}")
+
+    # a variant with no healthy endpoint: switch refused unless --force (needs the
+    # health checker of issue 8, router/health.c)
+    if os.path.exists(os.path.join(harness.SRC_DIR, "router", "health.c")):
+        rig.backends["green"][0].stop()
+        harness.wait_for(lambda: not rig.status()["variants"]["green"]["healthy"],
+                         timeout=10, what="green seen unhealthy")
+        rc, out, err = rig.ctl("switch", "green")
+        f.check(rc == 1 and "no healthy endpoint" in err, f"switch to a dead variant: {err!r}")
+        rig.ctl_ok("switch", "green", "--force")
+        f.check(rig.status()["stable"] == "green", "switch --force to a dead variant")
+    else:
+        print("no health checker yet (router/health.c): switch to a dead variant not checked")
+    f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
+
+    # a state file that cannot be written: the command is refused and nothing changes
+    rig2 = OpsRig()
+    rig2.state = "/nonexistent-turnout-dir/state.json"
+    rig2.start(rig2.yaml(strategy="bluegreen"))
+    rc, out, err = rig2.ctl("switch", "green")
+    f.check(rc == 1 and rig2.state in err, f"unwritable state file refuses the switch: {err!r}")
+    f.check(rig2.variants_seen(5) == {"blue"}, "a refused switch changed nothing")
+    f.check(rig2.stop() == 0, "router exits 0 on SIGTERM")
+
+
 def main():
     f = harness.Failures()
     t0 = time.monotonic()
     check_rollback_persists(f)
     check_broken_yaml(f)
+    check_commands(f)
     check_peer_uid(f)
     print(f"took {time.monotonic() - t0:.1f} s")
     f.finish()
