@@ -149,6 +149,11 @@ def check_unit_options():
     exec_start = one(pred, "Service", "ExecStart") or ""
     F.check(exec_start.startswith("/usr/local/bin/turnout-predictor "),
             "turnout-predictor@.service: ExecStart runs /usr/local/bin/turnout-predictor")
+    # admin.group makes the router chgrp its socket: the syscall filter must allow chown.
+    denied = " ".join(v[1:] for v in router.get("Service", {}).get("SystemCallFilter", [])
+                      if v.startswith("~")).split()
+    F.check(not {"@privileged", "@chown", "chown", "fchown", "fchownat"} & set(denied),
+            f"turnout.service: SystemCallFilter leaves chown allowed (denies {denied})")
     # The sysusers entry creates the User= the router unit names.
     with open(os.path.join(DEPLOY, "systemd", "turnout.sysusers")) as f:
         users = [ln.split()[1] for ln in f if ln.strip() and not ln.startswith("#")
