@@ -316,12 +316,16 @@ backend be
                   stop_signal=signal.SIGUSR1)
 
 
-def turnout_yaml(port, workers, b1, b2, mode):
+def turnout_yaml(port, workers, b1, b2, mode, admin_port=None):
     """A turnout config: mode is canary, shadow (100% + compare), or noshadow."""
     strategy = "canary" if mode == "canary" else "shadow"
     lines = [
         f"listen: 127.0.0.1:{port}",
         f"workers: {workers}",
+    ]
+    if admin_port:
+        lines += [f"admin: {{ http: 127.0.0.1:{admin_port} }}"]
+    lines += [
         "variants:",
         f"  blue: {{ endpoints: [http://127.0.0.1:{b1}] }}",
         f"  green: {{ endpoints: [http://127.0.0.1:{b2}] }}",
@@ -368,11 +372,44 @@ def wait_variant(srv, body, variant, timeout=20):
 
 def start_turnout(name, bindir, workers, b1, b2, mode):
     port = free_port()
+    admin = free_port() if mode == "shadow" else None
     d = tempfile.mkdtemp(prefix=f"{name}-", dir=_tmp_root)
     conf = os.path.join(d, "turnout.yaml")
     with open(conf, "w") as f:
-        f.write(turnout_yaml(port, workers, b1, b2, mode))
-    return Server(name, [os.path.join(bindir, "turnout"), "-c", conf], port)
+        f.write(turnout_yaml(port, workers, b1, b2, mode, admin))
+    srv = Server(name, [os.path.join(bindir, "turnout"), "-c", conf], port)
+    srv.admin_port = admin
+    return srv
+
+
+def shadow_counts(srv):
+    """Turnout's own shadow counters for green from GET /status: a short text, or why not."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.admin_port, timeout=5)
+        conn.request("GET", "/status")
+        doc = json.loads(conn.getresponse().read())
+        conn.close()
+    except (OSError, ValueError) as e:
+        return f"turnout /status: {e}"
+    found = []
+
+    def walk(o):
+        if isinstance(o, dict):
+            if o.get("name") == "green" and "mirrored" in o:
+                found.append(o)
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(doc.get("shadow"))
+    if not found:
+        return "turnout /status has no shadow counters for green"
+    g = found[0]
+    dropped = sum(v for v in (g.get("dropped") or {}).values() if isinstance(v, int))
+    return (f"turnout counted: mirrored {g.get('mirrored')}, agree {g.get('agree')}, "
+            f"disagree {g.get('disagree')}, error {g.get('error')}, dropped {dropped}")
 
 
 def start_predictor(bindir, threads, model):
@@ -539,10 +576,12 @@ def scenario_shadow(ctx, t, rep):
         peers.append(("turnout shadow+compare", tur.port))
     peers.append(("nginx mirror", ngx.port))
     res = interleave(peers, ctx.rounds, ctx.seconds, CONNS, 2, ctx.body_path, probe_port=b2.port)
+    counts = shadow_counts(tur) if tur is not None else ""
     ctx.stop(tur, ngx)
     for label, _ in peers:
+        extra = f"; {counts}" if label.startswith("turnout") else ""
         rep.peer("shadow 100%", t, label, res[label],
-                 f"mirrored {100 * res[label]['probe_share']:.1f}%")
+                 f"mirrored {100 * res[label]['probe_share']:.1f}%{extra}")
     if tur is None:
         rep.peer("shadow 100%", t, "turnout shadow+compare", None, ctx.turnout_missing)
         rep.target(f"shadow t{t}: turnout req/s >= 2x nginx mirror", "not run", None)
@@ -572,9 +611,11 @@ def scenario_slowshadow(ctx, t, rep):
     # how the extra CPU of mirroring lengthens queues (the shadow scenario shows that).
     res = interleave(peers, ctx.rounds, ctx.seconds, CONNS, 2, ctx.body_path,
                      probe_port=slow.port, think_ms=SLOW_THINK_MS)
+    counts = shadow_counts(shad)
     for label, _ in peers:
+        extra = f"; {counts}" if "50 ms" in label else ""
         rep.peer("live, 50 ms shadow, paced", t, label, res[label],
-                 f"slow shadow got {100 * res[label]['probe_share']:.1f}%")
+                 f"slow shadow got {100 * res[label]['probe_share']:.1f}%{extra}")
     p = ratio(res["turnout, 50 ms shadow"]["p99_us"], res["turnout, no shadow"]["p99_us"])
     share = res["turnout, 50 ms shadow"]["probe_share"]
     # Mirrors beyond shadow.max_inflight are dropped by design, but some must go out.
