@@ -7,6 +7,7 @@ hop-by-hop headers dropped both ways; X-Request-Id kept or generated;
 X-Forwarded-For appended.
 """
 
+import http.client
 import json
 import os
 import socket
@@ -31,7 +32,7 @@ candidate: dead
 limits:
   upstream_timeout: 1500ms
   max_inflight: 2
-  max_body: 1MiB
+  max_body: 1MiB{extra}
 """
 
 
@@ -55,7 +56,7 @@ def main():
     f = harness.Failures()
     blue = backend.start_backend("blue")
     dead = harness.free_port()  # nobody listens here
-    router = backend.start_router(CONFIG.format(blue=blue.port, dead=dead))
+    router = backend.start_router(CONFIG.format(blue=blue.port, dead=dead, extra=""))
     port = router.port
 
     def req(path, headers=None, body=None, method="GET"):
@@ -164,6 +165,32 @@ def main():
     f.check(by["blue"]["requests"]["5xx"] >= 4, "/status: blue 5xx counted")
 
     f.check(router.stop() == 0, "router exits 0 on SIGTERM")
+
+    # max_connections (2, one worker): a third client connection gets 503 + close
+    # while the first two stay open and keep working. client_timeout (1 s) below a
+    # slow upstream (1.2 s) does not cut the request: it bounds idle clients only.
+    r2 = backend.start_router(CONFIG.format(blue=blue.port, dead=dead, extra="""
+  max_connections: 2
+  client_timeout: 1s"""))
+    c1 = http.client.HTTPConnection("127.0.0.1", r2.port, timeout=10)
+    c2 = http.client.HTTPConnection("127.0.0.1", r2.port, timeout=10)
+    for c in (c1, c2):
+        c.request("GET", "/x")
+        resp = c.getresponse()
+        resp.read()
+        f.check(resp.status == 200, "connections within max_connections served")
+    s, h, b = harness.http_request(r2.port, "GET", "/x")
+    f.check(s == 503 and h.get("connection") == "close" and b"max_connections" in b,
+            f"connection past max_connections -> 503 + close ({s} {b!r})")
+    c1.request("GET", "/slow?ms=1200")
+    resp = c1.getresponse()
+    resp.read()
+    f.check(resp.status == 200, f"slow upstream past client_timeout still answered ({resp.status})")
+    c1.close()
+    harness.wait_for(lambda: harness.http_request(r2.port, "GET", "/x")[0] == 200, timeout=5,
+                     what="a closed connection frees its slot")
+    c2.close()
+    f.check(r2.stop() == 0, "router exits 0")
 
     f.check(blue.stop() == 0, "backend exits 0")
     f.finish()
