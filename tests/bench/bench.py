@@ -890,7 +890,9 @@ def markdown(rep, m, args, elapsed):
            "",
            f"Machine: {m['nproc']} CPUs, {m['cpu']}, Linux {m['kernel']}; {m['date']}; "
            f"turnout {m['commit']}, nginx {m['nginx']}, HAProxy {m['haproxy']}, wrk {m['wrk']}. "
-           "Client, proxies and backends share the same CPUs.",
+           "Client, proxies and backends share the same CPUs; 1-minute load average "
+           f"{args.load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other work "
+           "on the machine shows here).",
            "",
            "### Targets", "", "| target | measured | verdict |", "| --- | --- | --- |"]
     for what, measured, verdict in rep.targets:
@@ -1033,6 +1035,7 @@ def main():
     rep = Report()
     rep.profile = None
     t0 = time.monotonic()
+    args.load_start = os.getloadavg()[0]
     ctx.backends = (nginx_fixed("nginx-blue", 1), nginx_fixed("nginx-green", 1))
     for b in ctx.backends:
         wait_ready(b, body)
