@@ -36,7 +36,7 @@ if [ "$hard" -lt 10300 ]; then
 	echo "run.sh: open-file hard limit $hard is below 10300: the idle test will fail" >&2
 fi
 
-cmd="sh tests/bench/run.sh${*:+ $*}"
+cmd="${BUILD_DIR:+BUILD_DIR=$BUILD_DIR }sh tests/bench/run.sh${*:+ $*}"
 
 # bench.py stops its servers itself (atexit, signal handlers). If it dies
 # harder than that, this trap ends every process group it recorded.
