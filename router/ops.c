@@ -24,6 +24,7 @@
 #include "config.h"
 #include "log.h"
 #include "route.h"
+#include "shadow.h"
 #include "state.h"
 #include "stats.h"
 #include "watch.h"
@@ -660,7 +661,27 @@ static void on_file_change(void *arg)
 
 /* ---- status, stats ---- */
 
-/* Counters of one variant slot: requests, errors, latency quantiles. */
+/* Mirrors of one variant slot (as a shadow target) and how often it agreed with live. */
+static json_t *shadow_counters(int slot)
+{
+	struct shadow_variant_stats *sh = malloc(sizeof(*sh));
+	json_t *j = json_object();
+	if (!sh)
+		return j;
+	shadow_merge(slot, sh);
+	uint64_t agree = sh->results[COMPARE_AGREE], dis = sh->results[COMPARE_DISAGREE];
+	uint64_t errs = sh->results[COMPARE_ERROR], n = agree + dis + errs;
+	json_object_set_new(j, "mirrored", json_integer((json_int_t)sh->mirrored));
+	json_object_set_new(j, "agree", json_integer((json_int_t)agree));
+	json_object_set_new(j, "disagree", json_integer((json_int_t)dis));
+	json_object_set_new(j, "errors", json_integer((json_int_t)errs));
+	/* agreement among compared pairs; errors count against it */
+	json_object_set_new(j, "agreement", n ? json_real((double)agree / (double)n) : json_null());
+	free(sh);
+	return j;
+}
+
+/* Counters of one variant slot: requests, errors, latency quantiles, shadow agreement. */
 static json_t *variant_counters(struct ops *o, int slot)
 {
 	json_t *j = json_object();
@@ -689,8 +710,8 @@ static json_t *variant_counters(struct ops *o, int slot)
 	for (int i = 0; i < 3; i++)
 		json_object_set_new(j, qn[i],
 		                    json_real(stats_hist_quantile(&sv->hist, qs[i]) / 1000.0));
-	json_object_set_new(j, "agreement", json_null()); /* not counted by stats.h yet */
 	free(sv);
+	json_object_set_new(j, "shadow", shadow_counters(slot));
 	return j;
 }
 

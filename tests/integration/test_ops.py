@@ -358,12 +358,44 @@ def check_commands(f):
     f.check(rig2.stop() == 0, "router exits 0 on SIGTERM")
 
 
+def check_stats(f):
+    rig = OpsRig()
+    # all live traffic to blue; every request mirrored to green, compared on "method"
+    text = rig.yaml(strategy="canary", canary=0, extra=(
+        'shadow:\n  percent: 100\n  compare:\n    - { path: "method", mode: exact }\n'))
+    rig.start(text)
+    n = 30
+    f.check(rig.variants_seen(n) == {"blue"}, "live traffic on blue")
+
+    def mirrored():
+        return rig.ctl_ok("stats", "green")["variants"]["green"]["shadow"]["mirrored"] >= n
+
+    harness.wait_for(mirrored, timeout=5, what="mirrors counted")
+    r = rig.ctl_ok("stats")
+    blue, green = r["variants"]["blue"], r["variants"]["green"]
+    f.check(blue["requests"] == n and blue["errors"] == 0 and blue["status_2xx"] == n,
+            f"stats counts the live requests: {blue}")
+    f.check(blue["p50_ms"] > 0 and blue["p50_ms"] <= blue["p90_ms"] <= blue["p99_ms"],
+            "latency quantiles are ordered")
+    f.check(green["requests"] == 0 and green["shadow"]["agreement"] == 1.0,
+            f"green only mirrored, and agreed on every compared pair: {green['shadow']}")
+    rc, out, err = rig.ctl("stats", "purple")
+    f.check(rc == 1 and "purple" in err, f"stats of an unknown variant: {err!r}")
+    rc, out, err = rig.ctl("stats", "blue", as_json=False)
+    f.check(rc == 0 and "p99_ms:" in out and "green" not in out, "human stats of one variant")
+    r = rig.ctl_ok("rollback")
+    f.check(any("shadow" in a for a in r["actions"]), f"rollback stops mirroring: {r['actions']}")
+    f.check(rig.status()["shadow_percent"] == 0, "shadow at 0 after rollback")
+    f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
+
+
 def main():
     f = harness.Failures()
     t0 = time.monotonic()
     check_rollback_persists(f)
     check_broken_yaml(f)
     check_commands(f)
+    check_stats(f)
     check_peer_uid(f)
     print(f"took {time.monotonic() - t0:.1f} s")
     f.finish()
