@@ -903,6 +903,85 @@ static void jw_i64(struct jw *w, int64_t x)
 	w->n += (size_t)snprintf(p, 24, "%" PRId64, x);
 }
 
+/* 10^k for k in -30..60: what fmt_float scales by (float exponents are -45..38). */
+static const double v2_pow10[] = {
+    1e-30, 1e-29, 1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22, 1e-21, 1e-20, 1e-19, 1e-18,
+    1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9,  1e-8,  1e-7,  1e-6,  1e-5,
+    1e-4,  1e-3,  1e-2,  1e-1,  1e0,   1e1,   1e2,   1e3,   1e4,   1e5,   1e6,   1e7,   1e8,
+    1e9,   1e10,  1e11,  1e12,  1e13,  1e14,  1e15,  1e16,  1e17,  1e18,  1e19,  1e20,  1e21,
+    1e22,  1e23,  1e24,  1e25,  1e26,  1e27,  1e28,  1e29,  1e30,  1e31,  1e32,  1e33,  1e34,
+    1e35,  1e36,  1e37,  1e38,  1e39,  1e40,  1e41,  1e42,  1e43,  1e44,  1e45,  1e46,  1e47,
+    1e48,  1e49,  1e50,  1e51,  1e52,  1e53,  1e54,  1e55,  1e56,  1e57,  1e58,  1e59,  1e60};
+
+size_t v2_format_float(char *buf, float f)
+{
+	/*
+	 * Nine significant digits always round-trip a float32 (the decimal's
+	 * error, at most 5e-9 relative, is below half a float ulp, 3e-8), so
+	 * the digits need not be the correctly rounded ones printf would pick:
+	 * one double multiply and an integer do, several times faster.
+	 */
+	double d = f;
+	char *p = buf;
+	if (!isfinite(d))
+		return (size_t)(memcpy(buf, "null", 5), 4);
+	if (signbit(d))
+		*p++ = '-';
+	d = fabs(d);
+	if (d == 0) {
+		*p++ = '0';
+		*p = 0;
+		return (size_t)(p - buf);
+	}
+	int e = (int)floor(log10(d));
+	uint64_t m = (uint64_t)llround(d * v2_pow10[8 - e + 30]);
+	if (m >= 1000000000u) { /* log10 rounded up across a power of ten */
+		m = (m + 5) / 10;
+		e++;
+	} else if (m < 100000000u) {
+		e--;
+		m = (uint64_t)llround(d * v2_pow10[8 - e + 30]);
+	}
+	char dig[10];
+	int n = 9;
+	for (int i = 8; i >= 0; i--, m /= 10)
+		dig[i] = (char)('0' + m % 10);
+	while (n > 1 && dig[n - 1] == '0')
+		n--;
+	if (e < -4 || e >= 9) { /* d.ddde-XX, as %g does */
+		*p++ = dig[0];
+		if (n > 1) {
+			*p++ = '.';
+			memcpy(p, dig + 1, (size_t)n - 1);
+			p += n - 1;
+		}
+		p += sprintf(p, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
+	} else if (e < 0) { /* 0.000ddd */
+		*p++ = '0';
+		*p++ = '.';
+		for (int i = 0; i < -e - 1; i++)
+			*p++ = '0';
+		memcpy(p, dig, (size_t)n);
+		p += n;
+	} else { /* ddd.ddd or ddd000 */
+		for (int i = 0; i <= e; i++)
+			*p++ = i < n ? dig[i] : '0';
+		if (n > e + 1) {
+			*p++ = '.';
+			memcpy(p, dig + e + 1, (size_t)(n - e - 1));
+			p += n - e - 1;
+		}
+	}
+	*p = 0;
+	return (size_t)(p - buf);
+}
+
+static void jw_f32(struct jw *w, float f)
+{
+	char *p = jw_room(w, V2_FLOAT_MAX);
+	w->n += v2_format_float(p, f);
+}
+
 static void jw_f64(struct jw *w, double d)
 {
 	if (!isfinite(d)) {
@@ -910,7 +989,7 @@ static void jw_f64(struct jw *w, double d)
 		return;
 	}
 	char *p = jw_room(w, 32);
-	w->n += (size_t)snprintf(p, 32, "%.9g", d);
+	w->n += (size_t)snprintf(p, 32, "%.17g", d);
 }
 
 /* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
@@ -978,7 +1057,7 @@ static void jw_data(struct jw *w, const struct tensor *t)
 			jw_put(w, ",", 1);
 		switch (t->dtype) {
 		case TENSOR_FLOAT:
-			jw_f64(w, ((const float *)t->data)[i]);
+			jw_f32(w, ((const float *)t->data)[i]);
 			break;
 		case TENSOR_DOUBLE:
 			jw_f64(w, ((const double *)t->data)[i]);

@@ -80,6 +80,14 @@ int v2_error_render(struct evbuffer *out, const char *msg);
 int v2_model_metadata_render(const struct v2_sig *sig, struct evbuffer *out);
 /* Append s as a JSON string literal (quotes included, escaped). Returns 0 or -1. */
 int v2_json_string(struct evbuffer *out, const char *s);
+/* Room v2_format_float needs: "-1.23456789e-45" and a NUL. */
+#define V2_FLOAT_MAX 24
+/*
+ * Write f as a JSON number with 9 significant digits (enough to read back
+ * the same float32), NUL-terminated, into buf (V2_FLOAT_MAX bytes); NaN and
+ * infinities become null. Returns the length.
+ */
+size_t v2_format_float(char *buf, float f);
 /*
  * Format a signature shape like "[N,64]" (dynamic dims shown as N) into buf.
  * Returns buf.

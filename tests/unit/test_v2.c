@@ -11,7 +11,9 @@
 #include <cmocka.h>
 
 #include <event2/buffer.h>
+#include <float.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,6 +349,62 @@ static void test_fast_path_agrees(void **state)
 	expect_error("{\"parameters\":{\"a\":1,\"a\":2},\"inputs\":[]}", "duplicate");
 }
 
+static void check_float(float f)
+{
+	char buf[V2_FLOAT_MAX];
+	size_t n = v2_format_float(buf, f);
+	assert_int_equal(n, strlen(buf));
+	json_error_t je;
+	json_t *j = json_loads(buf, JSON_DECODE_ANY, &je);
+	if (!j || !json_is_number(j))
+		fail_msg("%a formatted as '%s': not a JSON number", (double)f, buf);
+	json_decref(j);
+	float back = strtof(buf, NULL);
+	if (memcmp(&back, &f, sizeof(f)) != 0)
+		fail_msg("%a formatted as '%s' reads back as %a", (double)f, buf, (double)back);
+}
+
+/* Every float32 printed reads back bit-identical, and is a JSON number. */
+static void test_format_float(void **state)
+{
+	char buf[V2_FLOAT_MAX];
+	assert_int_equal(v2_format_float(buf, 0.0f), 1);
+	assert_string_equal(buf, "0");
+	v2_format_float(buf, 16.0f);
+	assert_string_equal(buf, "16");
+	v2_format_float(buf, 0.5f);
+	assert_string_equal(buf, "0.5");
+	v2_format_float(buf, 1e-5f);
+	assert_string_equal(buf, "9.99999975e-06");
+	v2_format_float(buf, 123456792.0f);
+	assert_string_equal(buf, "123456792");
+	v2_format_float(buf, 1e10f);
+	assert_string_equal(buf, "1e+10");
+	v2_format_float(buf, NAN);
+	assert_string_equal(buf, "null");
+	const float edge[] = {-0.0f, FLT_MIN,      -FLT_MAX, FLT_MAX,       1.4e-45f,
+	                      0.1f,  1.0f,         1e-4f,    9.9999999e-5f, 999999999.0f,
+	                      1e9f,  100000000.0f, 0.3f,     1e38f};
+	for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++)
+		check_float(edge[i]);
+	for (int k = -45; k <= 38; k++) { /* around every power of ten */
+		float p = strtof("1", NULL) * (float)pow(10, k);
+		check_float(p);
+		check_float(nextafterf(p, 0));
+		check_float(nextafterf(p, INFINITY));
+	}
+	uint32_t x = 12345;
+	for (int i = 0; i < 200000; i++) { /* random bit patterns (xorshift) */
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		float f;
+		memcpy(&f, &x, sizeof(f));
+		if (isfinite(f))
+			check_float(f);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -359,6 +417,7 @@ int main(void)
 	    cmocka_unit_test(test_error_and_metadata_render),
 	    cmocka_unit_test(test_other_dtypes),
 	    cmocka_unit_test(test_fast_path_agrees),
+	    cmocka_unit_test(test_format_float),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
