@@ -102,6 +102,8 @@ extern const struct ops_kernel ops_linalg_kernels[];
 extern const struct ops_kernel ops_nn_kernels[];
 extern const struct ops_kernel ops_shape_kernels[];
 extern const struct ops_kernel ops_reduce_kernels[];
+extern const struct ops_kernel ops_logic_kernels[];
+extern const struct ops_kernel ops_tensor_kernels[];
 
 /* Attribute helpers: the attribute named name of np, or NULL. */
 const Onnx__AttributeProto *ops_attr(const Onnx__NodeProto *np, const char *name);
@@ -137,6 +139,28 @@ int ops_axis(int64_t axis, int rank, int64_t *out, char *err, size_t errlen);
  */
 int ops_broadcast_shape(const struct tensor *a, const struct tensor *b, int64_t *out, int *ndim,
                         char *err, size_t errlen);
+/*
+ * numpy broadcasting of up to OPS_BCAST_MAX operands: ops_bcast_init computes
+ * the output shape (b->dims, b->ndim) and each operand's strides (0 where it
+ * broadcasts); -1 with err if the shapes do not broadcast. ops_bcast_run then
+ * calls row once per innermost output row with the byte addresses of each
+ * operand's first element, their innermost element strides (0 or 1) and the
+ * row length.
+ */
+#define OPS_BCAST_MAX 4
+struct ops_bcast {
+	int ndim;
+	int64_t dims[TENSOR_MAX_DIMS];
+	size_t n;
+	size_t st[OPS_BCAST_MAX][TENSOR_MAX_DIMS];
+};
+int ops_bcast_init(struct ops_bcast *b, const struct tensor *const *t, size_t n,
+                   const int64_t *extra, int extra_ndim, char *err, size_t errlen);
+void ops_bcast_run(const struct ops_bcast *b, const struct tensor *const *t, struct tensor *out,
+                   void (*row)(const void *ctx, char *o, const char *const *in,
+                               const size_t *stride, size_t len),
+                   const void *ctx);
+
 /* Allocate an output tensor; -1 with err on failure or above OPS_TENSOR_MAX_BYTES. */
 int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
             size_t errlen);

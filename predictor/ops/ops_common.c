@@ -11,8 +11,8 @@
 const struct ops_kernel *ops_find(const char *op_type)
 {
 	static const struct ops_kernel *const tables[] = {
-	    ops_elementwise_kernels, ops_linalg_kernels, ops_nn_kernels,
-	    ops_shape_kernels,       ops_reduce_kernels,
+	    ops_elementwise_kernels, ops_linalg_kernels, ops_nn_kernels,     ops_shape_kernels,
+	    ops_reduce_kernels,      ops_logic_kernels,  ops_tensor_kernels,
 	};
 	if (!op_type)
 		return NULL;
@@ -205,4 +205,80 @@ int ops_require_dtype(enum tensor_dtype t, const char *what, const enum tensor_d
 			return 0;
 	snprintf(err, errlen, "%s: dtype %s not supported", what, ops_dtype_name((int)t));
 	return -1;
+}
+
+int ops_bcast_init(struct ops_bcast *b, const struct tensor *const *t, size_t n,
+                   const int64_t *extra, int extra_ndim, char *err, size_t errlen)
+{
+	int nd = extra_ndim;
+	for (size_t k = 0; k < n; k++)
+		if (t[k]->ndim > nd)
+			nd = t[k]->ndim;
+	b->ndim = nd;
+	b->n = n;
+	for (int i = 0; i < nd; i++) {
+		int ie = i - (nd - extra_ndim);
+		int64_t d = ie >= 0 ? extra[ie] : 1;
+		for (size_t k = 0; k < n; k++) {
+			int ik = i - (nd - t[k]->ndim);
+			int64_t dk = ik >= 0 ? t[k]->dims[ik] : 1;
+			if (dk != d && dk != 1 && d != 1) {
+				char s1[96];
+				snprintf(err, errlen, "operand %zu of shape %s does not broadcast",
+				         k, ops_shape_str(t[k]->dims, t[k]->ndim, s1, sizeof(s1)));
+				return -1;
+			}
+			if (d == 1)
+				d = dk;
+		}
+		if (d < 0) {
+			snprintf(err, errlen, "negative dimension %lld", (long long)d);
+			return -1;
+		}
+		b->dims[i] = d;
+	}
+	for (size_t k = 0; k < n; k++) {
+		size_t acc = 1;
+		for (int i = nd - 1; i >= 0; i--) {
+			int ik = i - (nd - t[k]->ndim);
+			int64_t dk = ik >= 0 ? t[k]->dims[ik] : 1;
+			b->st[k][i] = dk == 1 ? 0 : acc;
+			acc *= (size_t)dk;
+		}
+	}
+	return 0;
+}
+
+void ops_bcast_run(const struct ops_bcast *b, const struct tensor *const *t, struct tensor *out,
+                   void (*row)(const void *ctx, char *o, const char *const *in,
+                               const size_t *stride, size_t len),
+                   const void *ctx)
+{
+	size_t total = out->nelem, nd = (size_t)b->ndim;
+	if (total == 0)
+		return;
+	size_t inner = nd ? (size_t)b->dims[nd - 1] : 1;
+	size_t off[OPS_BCAST_MAX] = {0}, ist[OPS_BCAST_MAX], esz[OPS_BCAST_MAX];
+	for (size_t k = 0; k < b->n; k++) {
+		ist[k] = nd ? b->st[k][nd - 1] : 0;
+		esz[k] = tensor_dtype_size(t[k]->dtype);
+	}
+	size_t oesz = tensor_dtype_size(out->dtype);
+	int64_t idx[TENSOR_MAX_DIMS] = {0};
+	const char *ptr[OPS_BCAST_MAX];
+	for (size_t done = 0; done < total; done += inner) {
+		for (size_t k = 0; k < b->n; k++)
+			ptr[k] = (const char *)t[k]->data + off[k] * esz[k];
+		row(ctx, (char *)out->data + done * oesz, ptr, ist, inner);
+		for (int d = (int)nd - 2; d >= 0; d--) {
+			idx[d]++;
+			for (size_t k = 0; k < b->n; k++)
+				off[k] += b->st[k][d];
+			if (idx[d] < b->dims[d])
+				break;
+			for (size_t k = 0; k < b->n; k++)
+				off[k] -= b->st[k][d] * (size_t)b->dims[d];
+			idx[d] = 0;
+		}
+	}
 }
