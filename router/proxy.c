@@ -399,10 +399,13 @@ static void copy_response_headers(struct proxy_req *pr, const struct evkeyvalq *
 {
 	struct evkeyvalq *out = evhttp_request_get_output_headers(pr->req);
 	const char *conn = evhttp_find_header(from, "Connection");
+	/* A HEAD answer has no body: the backend's length is the only one there is. */
+	int head = evhttp_request_get_command(pr->req) == EVHTTP_REQ_HEAD;
 	const struct evkeyval *h;
 	TAILQ_FOREACH(h, from, next)
 	{
-		if (!skip_response_header(h->key, conn))
+		if (!skip_response_header(h->key, conn) ||
+		    (head && strcasecmp(h->key, "Content-Length") == 0))
 			evhttp_add_header(out, h->key, h->value);
 	}
 	evhttp_add_header(out, "X-Turnout-Variant", pr->snap->variants[pr->variant].name);

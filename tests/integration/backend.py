@@ -82,6 +82,8 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n) if n else b""
 
     def _send(self, code, body, ctype="application/json", extra=None):
+        if code < 200 or code in (204, 304):
+            body = b""  # these statuses never carry a body (RFC 9110)
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))

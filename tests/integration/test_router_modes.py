@@ -104,6 +104,11 @@ def main():
     f.check("expect" not in hd, "no Expect header added upstream")
     s, h, b = harness.http_request(r.port, "DELETE", "/thing")
     f.check(s == 200 and json.loads(b)["method"] == "DELETE", "DELETE forwarded")
+    s, h, b = harness.http_request(r.port, "HEAD", f"/big?bytes=1234")
+    f.check(s == 200 and b == b"" and h.get("content-length") == "1234",
+            f"HEAD: no body, the backend's Content-Length ({s} {h.get('content-length')})")
+    s, h, b = harness.http_request(r.port, "GET", "/status?code=204")
+    f.check(s == 204 and b == b"", f"204 passed through without a body ({s})")
     s, h, b = harness.http_request(r.port, "GET", "/status?code=404")
     f.check(s == 404 and h.get("x-turnout-variant") in ("blue", "green"),
             "backend status passed through with the variant header")
