@@ -517,17 +517,23 @@ static int worker_init(struct server *s, struct worker *w, char *err, size_t err
 	return 0;
 }
 
-/* Which outputs feed the label and confidence metrics. */
+/*
+ * Which outputs feed the label and confidence metrics: an INT64 output named
+ * "label" and an FP32 output named "probabilities" (classes on the last
+ * axis). Other models simply do not get those two metrics; guessing at an
+ * arbitrary float output would publish a meaningless "confidence".
+ */
 static void find_metric_outputs(struct server *s)
 {
 	s->label_out = s->prob_out = s->sig.n_outputs;
 	for (size_t j = 0; j < s->sig.n_outputs; j++) {
 		const struct onnx_value_info *vi = s->sig.outputs[j];
-		if (vi->name && strcmp(vi->name, "label") == 0 && vi->dtype == TENSOR_INT64)
+		if (!vi->name)
+			continue;
+		if (strcmp(vi->name, "label") == 0 && vi->dtype == TENSOR_INT64)
 			s->label_out = j;
-		if (vi->dtype == TENSOR_FLOAT && vi->ndim >= 1 &&
-		    (s->prob_out == s->sig.n_outputs ||
-		     (vi->name && strcmp(vi->name, "probabilities") == 0)))
+		if (strcmp(vi->name, "probabilities") == 0 && vi->dtype == TENSOR_FLOAT &&
+		    vi->ndim >= 1)
 			s->prob_out = j;
 	}
 }
