@@ -428,19 +428,15 @@ static int do_rollback(void *ctx, const struct admin_call *call, json_t *reply, 
 		json_decref(actions);
 		return -1;
 	}
-	char *joined = NULL;
-	size_t n = json_array_size(actions);
-	for (size_t i = 0; i < n && (joined || i == 0); i++) {
-		char *prev = joined;
-		if (asprintf(&joined, "%s%s%s", prev ? prev : "", prev ? "; " : "",
-		             json_string_value(json_array_get(actions, i))) < 0)
-			joined = NULL;
-		free(prev);
+	char did[768] = "";
+	size_t n = json_array_size(actions), used = 0;
+	for (size_t i = 0; i < n && used < sizeof(did); i++) {
+		int w = snprintf(did + used, sizeof(did) - used, "%s%s", i ? "; " : "",
+		                 json_string_value(json_array_get(actions, i)));
+		used += w > 0 ? (size_t)w : 0;
 	}
 	set_message(reply, "rollback: %s; all live traffic on %s until resume or a changed config",
-	            n ? (joined ? joined : "done") : "routing was already at the known-good state",
-	            next.stable);
-	free(joined);
+	            n ? did : "routing was already at the known-good state", next.stable);
 	json_object_set_new(reply, "actions", actions);
 	return 0;
 }
