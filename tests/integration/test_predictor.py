@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import harness  # noqa: E402
@@ -342,6 +343,62 @@ def check_port_in_use(p):
             f"a second predictor on a busy port refuses to start ({r.returncode}, {r.stderr!r})")
 
 
+def check_concurrent(p, version):
+    """8 client threads at once, fresh and kept-alive connections: every answer right."""
+    g = golden(version)["labels"]
+    errors = []
+
+    def worker(k):
+        c = Client(p.port)
+        try:
+            for i in range(k, len(PIXELS), 8):
+                if i % 3 == 0:
+                    st, _, data = harness.http_request(p.port, "POST",
+                                                       "/v2/models/digits/infer",
+                                                       infer_body([PIXELS[i]], False, rid=str(i)))
+                else:
+                    st, data = c.request("POST", "/v2/models/digits/infer",
+                                         infer_body([PIXELS[i]], True, rid=str(i)))
+                resp = json.loads(data) if st == 200 else {}
+                outs = {o["name"]: o["data"] for o in resp.get("outputs", [])}
+                if st != 200 or resp.get("id") != str(i) or outs.get("label") != [g[i]]:
+                    errors.append(f"sample {i}: {st} {data[:120]!r}")
+        except Exception as e:  # noqa: BLE001 - reported as a failed check
+            errors.append(repr(e))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    F.check(not any(t.is_alive() for t in threads), "concurrent clients finished")
+    F.check(not errors, f"concurrent clients all answered right ({errors[:3]})")
+
+
+def check_flags():
+    b = harness.bin_path("turnout-predictor")
+    r = subprocess.run([b, "--help"], capture_output=True, timeout=30)
+    F.check(r.returncode == 0 and b"--model FILE" in r.stdout, "--help prints usage, exit 0")
+    r = subprocess.run([b, "--version-info"], capture_output=True, timeout=30)
+    F.check(r.returncode == 0 and r.stdout.startswith(b"turnout-predictor "), "--version-info")
+    model = os.path.join(harness.MODELS_DIR, "digits-v1.onnx")
+    for extra, needle in [(["--threads", "0"], b"--threads 0"),
+                          (["--max-body", "12q"], b"--max-body 12q"),
+                          (["--input-range", "16:0"], b"--input-range 16:0"),
+                          (["--name", "a/b"], b"--name a/b"),
+                          (["--listen", "nowhere"], b"--listen nowhere")]:
+        argv = [b, "--model", model, "--name", "d", "--listen", "127.0.0.1:1"] + extra
+        r = subprocess.run(argv, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+        F.check(r.returncode == 2 and needle in r.stderr,
+                f"bad flag {extra}: exit {r.returncode}, {r.stderr[:120]!r}")
+    r = subprocess.run([b, "--model", "/nonexistent.onnx", "--name", "d", "--listen",
+                        "127.0.0.1:1"], capture_output=True, timeout=30)
+    F.check(r.returncode == 1 and b"/nonexistent.onnx" in r.stderr,
+            f"missing model file: exit {r.returncode}, {r.stderr[:160]!r}")
+
+
 def doc_curl_blocks():
     with open(DOC) as f:
         text = f.read()
@@ -408,9 +465,11 @@ def main():
     F.check(oor == 2, f"inputs_out_of_range_total grew by {oor} == 2")
     promtool_ok(after, "after bad input")
 
+    check_concurrent(v2, 2)
     check_doc_examples(v1)
     check_port_in_use(v1)
     check_body_limit()
+    check_flags()
     check_sha256()
 
     F.check(v1.stop() == 0, "predictor v1 exits 0 on SIGTERM")
