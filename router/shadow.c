@@ -87,18 +87,22 @@ struct shadow_ctx {
 	char *live_body;
 	size_t live_len;
 	int live_too_big;
-	char *req_body;      /* first log_body_max bytes, or NULL */
-	size_t req_body_len; /* the whole body's length */
-	size_t bytes;        /* counted against the byte budget */
+	char *req_body;       /* first log_body_max bytes (NULL: redact or no log) */
+	size_t req_body_kept; /* bytes at req_body */
+	size_t req_body_len;  /* the whole body's length */
+	size_t bytes;         /* counted against the byte budget */
 	char request_id[SHADOWLOG_ID_MAX + 1];
 };
 
 /* Registry of worker states, and the process-wide disagreement log. */
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct shadow_worker *reg_head;
-static struct shadowlog *the_log;
-static char *log_path;      /* path the_log was opened with, or that failed */
-static int log_path_warned; /* a reload changed the path: said once */
+static struct {
+	char *path;
+	struct shadowlog *log; /* NULL: could not be opened */
+} logs[SHADOW_LOGS_MAX];
+static size_t n_logs;
+static int logs_full_warned;
 
 /* ---- counters ------------------------------------------------------------- */
 
@@ -212,29 +216,50 @@ static struct shadow_rules *rules_for(struct shadow_worker *sw, struct route_sna
 	return r;
 }
 
-/* The disagreement log for cfg, opened on first need; NULL when off or failed. */
+/*
+ * The disagreement log for cfg, opened on first need; NULL when off or failed.
+ * A reload that names another path opens another log; the old one stays open
+ * (idle) until exit, because a worker may still be writing to it. At most
+ * SHADOW_LOGS_MAX paths per process life.
+ */
 static struct shadowlog *log_for(const struct config *cfg)
 {
 	const struct config_shadow *c = &cfg->shadow;
+	struct shadowlog *l = NULL;
 	if (!c->log_path)
 		return NULL;
 	pthread_mutex_lock(&reg_mu);
-	if (!log_path) {
+	size_t i = 0;
+	while (i < n_logs && strcmp(logs[i].path, c->log_path) != 0)
+		i++;
+	if (i < n_logs) {
+		l = logs[i].log;
+	} else if (n_logs < SHADOW_LOGS_MAX && (logs[i].path = strdup(c->log_path))) {
 		char err[512];
-		log_path = strdup(c->log_path);
-		the_log = shadowlog_open(c->log_path, c->log_body_max, c->redact,
-		                         SHADOW_LOG_QUEUE_MAX, err, sizeof(err));
-		if (!the_log)
-			log_error("shadow: %s; disagreements are not logged", err);
-	} else if (strcmp(log_path, c->log_path) != 0 && !log_path_warned) {
-		log_path_warned = 1;
-		log_warn("shadow: shadow.log_path changed to %s: takes effect after a restart "
-		         "(still writing %s)",
-		         c->log_path, log_path);
+		/* shadow.c applies log_body_max and redact per mirror (they may change on
+		 * reload): the log takes what it is given, up to its own hard limit */
+		l = shadowlog_open(c->log_path, SHADOWLOG_BODY_LIMIT, 0, SHADOW_LOG_QUEUE_MAX, err,
+		                   sizeof(err));
+		if (!l)
+			log_error("shadow: %s; disagreements are not logged there", err);
+		logs[n_logs++].log = l; /* NULL too: not retried for every disagreement */
+	} else if (!logs_full_warned) {
+		logs_full_warned = 1;
+		log_error("shadow: shadow.log %s: more than %d log paths since start (or no "
+		          "memory); restart to log there",
+		          c->log_path, SHADOW_LOGS_MAX);
 	}
-	struct shadowlog *l = the_log;
 	pthread_mutex_unlock(&reg_mu);
 	return l;
+}
+
+void shadow_log_reopen(void)
+{
+	pthread_mutex_lock(&reg_mu);
+	for (size_t i = 0; i < n_logs; i++)
+		if (logs[i].log)
+			shadowlog_reopen(logs[i].log);
+	pthread_mutex_unlock(&reg_mu);
 }
 
 /* ---- mirroring ------------------------------------------------------------ */
@@ -332,7 +357,8 @@ static void log_disagreement(struct shadow_ctx *c, long status, uint64_t shadow_
 	    .shadow_ms = (double)shadow_us / 1000.0,
 	    .outcome = o,
 	    .body = c->req_body,
-	    .body_len = c->req_body_len,
+	    .body_len = c->req_body_kept,
+	    .body_total = c->req_body_len,
 	};
 	shadowlog_write(l, &e);
 }
@@ -406,11 +432,14 @@ static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_l
 	size_t keep = sc->redact || !sc->log_path ? 0 : live->req_body_len;
 	if (keep > sc->log_body_max)
 		keep = sc->log_body_max;
+	if (keep > SHADOWLOG_BODY_LIMIT)
+		keep = SHADOWLOG_BODY_LIMIT;
 	if (live->req_body && keep) {
 		c->req_body = malloc(keep);
 		if (!c->req_body)
 			goto fail;
 		memcpy(c->req_body, live->req_body, keep);
+		c->req_body_kept = keep;
 	} else if (!sc->redact && sc->log_path) {
 		c->req_body = calloc(1, 1); /* logged as "" rather than omitted */
 		if (!c->req_body)
@@ -547,15 +576,21 @@ void shadow_worker_free(struct worker *w)
 			break;
 		}
 	}
-	struct shadowlog *l = reg_head ? NULL : the_log;
-	if (!reg_head) {
-		the_log = NULL;
-		free(log_path);
-		log_path = NULL;
-		log_path_warned = 0;
+	size_t n_close = 0;
+	struct shadowlog *closing[SHADOW_LOGS_MAX];
+	if (!reg_head) { /* the last worker is gone: flush and close the logs */
+		for (size_t i = 0; i < n_logs; i++) {
+			closing[n_close++] = logs[i].log;
+			free(logs[i].path);
+			logs[i].path = NULL;
+			logs[i].log = NULL;
+		}
+		n_logs = 0;
+		logs_full_warned = 0;
 	}
 	pthread_mutex_unlock(&reg_mu);
-	shadowlog_close(l); /* flushes: the last worker is gone */
+	for (size_t i = 0; i < n_close; i++)
+		shadowlog_close(closing[i]);
 	for (size_t i = 0; i < STATS_MAX_SLOTS; i++) {
 		free(atomic_load(&sw->slots[i].latency));
 		free(atomic_load(&sw->slots[i].diff_pos));
@@ -682,19 +717,22 @@ static json_t *variant_json(const struct route_snapshot *s, const struct route_v
 	return j;
 }
 
-static json_t *log_json(void)
+/* Counters of the log at path (the current config's), or null when it is not open. */
+static json_t *log_json(const char *path)
 {
+	json_t *j = NULL;
 	pthread_mutex_lock(&reg_mu);
-	json_t *j = json_null();
-	if (the_log) {
-		struct shadowlog_counts c;
-		shadowlog_get_counts(the_log, &c);
-		j = json_pack("{s:s, s:I, s:I, s:I}", "path", log_path, "written",
-		              (json_int_t)c.written, "dropped", (json_int_t)c.dropped,
-		              "write_errors", (json_int_t)c.write_errors);
+	for (size_t i = 0; path && i < n_logs; i++) {
+		if (logs[i].log && strcmp(logs[i].path, path) == 0) {
+			struct shadowlog_counts c;
+			shadowlog_get_counts(logs[i].log, &c);
+			j = json_pack("{s:s, s:I, s:I, s:I}", "path", path, "written",
+			              (json_int_t)c.written, "dropped", (json_int_t)c.dropped,
+			              "write_errors", (json_int_t)c.write_errors);
+		}
 	}
 	pthread_mutex_unlock(&reg_mu);
-	return j;
+	return j ? j : json_null();
 }
 
 json_t *shadow_status_json(const struct route_snapshot *s)
@@ -717,5 +755,5 @@ json_t *shadow_status_json(const struct route_snapshot *s)
 	free(m);
 	return json_pack("{s:f, s:I, s:o, s:o}", "percent", s->params.shadow_bp / 100.0,
 	                 "max_inflight", (json_int_t)s->cfg->shadow.max_inflight, "variants", vars,
-	                 "log", log_json());
+	                 "log", log_json(s->cfg->shadow.log_path));
 }

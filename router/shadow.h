@@ -38,6 +38,7 @@ struct route_snapshot;
 
 #define SHADOW_INFLIGHT_BYTES_MAX (64u * 1024 * 1024) /* per worker: bodies held by mirrors */
 #define SHADOW_LOG_QUEUE_MAX      (8u * 1024 * 1024)  /* disagreement log queue bound */
+#define SHADOW_LOGS_MAX           8                   /* shadow.log paths per process life */
 
 /* Why a mirror was not sent. */
 enum shadow_drop {
@@ -83,6 +84,12 @@ void shadow_after_live(const struct proxy_live *live);
  * log is flushed and closed. Accepts a worker without shadow state.
  */
 void shadow_worker_free(struct worker *w);
+
+/*
+ * Reopen every disagreement log (after logrotate moved it): for the SIGUSR1
+ * handler of main. Any thread; the writer threads do the reopening.
+ */
+void shadow_log_reopen(void);
 
 /* Merge every worker's counters for a stats slot into *out (overwritten). Any thread. */
 void shadow_merge(int slot, struct shadow_variant_stats *out);

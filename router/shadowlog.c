@@ -170,8 +170,9 @@ char *shadowlog_format(const struct shadowlog_entry *e, size_t body_max, int red
 		put_str(&b, "error", o->error, strlen(o->error), sizeof(o->error));
 	if (!redact && e->body) {
 		put_str(&b, "request_body", e->body, body, body);
-		putf(&b, ",\"request_body_bytes\":%zu,\"request_body_truncated\":%s", e->body_len,
-		     e->body_len > body ? "true" : "false");
+		size_t total = e->body_total > e->body_len ? e->body_total : e->body_len;
+		putf(&b, ",\"request_body_bytes\":%zu,\"request_body_truncated\":%s", total,
+		     total > body ? "true" : "false");
 	}
 	puts_(&b, "}\n");
 	*len = b.len;

@@ -40,8 +40,9 @@ struct shadowlog_entry {
 	int live_status, shadow_status;
 	double live_ms, shadow_ms; /* latencies; < 0 = unknown (omitted) */
 	const struct compare_outcome *outcome;
-	const char *body; /* the request body (not NUL-terminated), or NULL */
-	size_t body_len;
+	const char *body;  /* the request body or its first bytes (not NUL-terminated), or NULL */
+	size_t body_len;   /* bytes readable at body */
+	size_t body_total; /* the whole request body's length; 0 = body_len */
 };
 
 struct shadowlog_counts {

@@ -99,6 +99,19 @@ static void test_format(void **state)
 	json_decref(j);
 	free(s);
 
+	/* only the first bytes are available (body_total says how long it was) */
+	e.body = "abcd";
+	e.body_len = 4;
+	e.body_total = 1000;
+	s = shadowlog_format(&e, 4096, 0, &len);
+	j = parse_line(s, len);
+	assert_string_equal(json_string_value(json_object_get(j, "request_body")), "abcd");
+	assert_true(json_is_true(json_object_get(j, "request_body_truncated")));
+	assert_int_equal(json_integer_value(json_object_get(j, "request_body_bytes")), 1000);
+	json_decref(j);
+	free(s);
+	e.body_total = 0;
+
 	/* redact: no body at all; a missing value is null; a cut value is a string */
 	o.shadow_value[0] = 0;
 	memset(o.live_value, '[', 100);
