@@ -6,6 +6,7 @@
  */
 #include "status.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,7 +128,8 @@ struct status *status_new(struct event_base *base, const char *host, int port, s
 	evhttp_set_max_headers_size(s->http, 16 * 1024);
 	evhttp_set_timeout(s->http, 30);
 	if (evhttp_bind_socket(s->http, host, (ev_uint16_t)port) < 0) {
-		snprintf(err, errlen, "admin http: cannot listen on %s:%d", host, port);
+		snprintf(err, errlen, "admin http: cannot listen on %s:%d: %s", host, port,
+		         strerror(errno));
 		goto fail;
 	}
 	return s;
