@@ -559,6 +559,8 @@ static int start_upstream(struct proxy_req *pr)
 	    .copy_body = 0, /* the evhttp request keeps it until we answer */
 	    .timeout_ms = pr->snap->cfg->limits.upstream_timeout_ms,
 	    .max_response = PROXY_MAX_RESPONSE,
+	    .ca_file = pr->snap->cfg->upstream_tls.ca,
+	    .tls_insecure = !pr->snap->cfg->upstream_tls.verify,
 	    .cb = on_upstream_done,
 	    .arg = pr,
 	};

@@ -408,6 +408,12 @@ static int setup_easy(struct upstream_transfer *t, const struct upstream_request
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
 		curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)req->timeout_ms);
 	}
+	if (req->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, req->ca_file);
+	if (req->tls_insecure) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
 	if (finish_headers(t) < 0)
 		return -1;
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);

@@ -55,6 +55,8 @@ struct upstream_request {
 	                        done/cancel */
 	uint32_t timeout_ms; /* whole transfer; 0 = none */
 	size_t max_response; /* response body limit in bytes (past it: UPSTREAM_ERR_PROTOCOL) */
+	const char *ca_file; /* https: CA bundle (PEM), NULL = the system's store; copied */
+	int tls_insecure;    /* https: 1 = do not verify the peer (default 0: verify) */
 	upstream_done_cb cb;
 	void *arg;
 };
