@@ -48,8 +48,7 @@ const char *tensor_dtype_v2_name(enum tensor_dtype t)
 	return NULL;
 }
 
-struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim,
-                          const int64_t *dims)
+struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, const int64_t *dims)
 {
 	size_t esize = tensor_dtype_size(dtype);
 	if (esize == 0 || ndim < 0 || ndim > TENSOR_MAX_DIMS)

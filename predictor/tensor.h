@@ -29,7 +29,7 @@ struct tensor {
 	enum tensor_dtype dtype;
 	int ndim;
 	int64_t dims[TENSOR_MAX_DIMS];
-	void *data;   /* owned, nelem * tensor_dtype_size(dtype) bytes */
+	void *data; /* owned, nelem * tensor_dtype_size(dtype) bytes */
 	size_t nelem;
 };
 
@@ -43,8 +43,7 @@ const char *tensor_dtype_v2_name(enum tensor_dtype t);
  * (may be NULL). Returns NULL on allocation failure or a bad shape (negative
  * dims, more than TENSOR_MAX_DIMS, element count overflow). Free with tensor_free.
  */
-struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim,
-                          const int64_t *dims);
+struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, const int64_t *dims);
 /* Free a tensor and its data. Accepts NULL. */
 void tensor_free(struct tensor *t);
 
