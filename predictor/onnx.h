@@ -16,7 +16,11 @@
 
 struct onnx_model;
 
-/* A graph input or output as the model declares it (dims -1 = dynamic). */
+/*
+ * A graph input or output as the model declares it: dims -1 = dynamic (a
+ * symbolic dimension such as N); ndim -1 = the model gives no shape at all
+ * (any rank); ndim 0 = a scalar.
+ */
 struct onnx_value_info {
 	const char *name;
 	enum tensor_dtype dtype;
