@@ -227,7 +227,8 @@ static int select_matches(const json_t *elem, const struct seg *g)
 	if (!f)
 		return 0;
 	if (json_is_string(f))
-		return strcmp(json_string_value(f), g->value) == 0;
+		return json_string_length(f) == strlen(g->value) &&
+		       memcmp(json_string_value(f), g->value, json_string_length(f)) == 0;
 	if (json_is_number(f))
 		return g->value_is_num && json_number_value(f) == g->value_num;
 	if (json_is_true(f))
@@ -418,10 +419,11 @@ static enum parse_status parse_body(const char *buf, size_t len, json_t **out, c
 		return PARSE_TOO_DEEP;
 	}
 	json_error_t je;
-	*out = json_loadb(buf ? buf : "", len, JSON_DECODE_ANY, &je);
+	*out = json_loadb(buf ? buf : "", len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
 	/* Integers beyond 64 bits are refused by jansson as integers: retry as reals. */
 	if (!*out && json_error_code(&je) == json_error_numeric_overflow)
-		*out = json_loadb(buf, len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &je);
+		*out = json_loadb(buf, len,
+		                  JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
 	if (!*out) {
 		set_err(why, whylen, "not JSON (line %d column %d: %s)", je.line, je.column,
 		        je.text);
@@ -491,13 +493,15 @@ static int numbers_agree(double x, double y, const struct diff *d)
 
 static int values_equal(const json_t *a, const json_t *b, struct diff *d);
 
+/* Keys may hold NUL bytes (JSON_ALLOW_NUL): look them up by length. */
 static int objects_equal(const json_t *a, const json_t *b, struct diff *d)
 {
 	const char *k;
+	size_t klen;
 	const json_t *va;
-	json_object_foreach((json_t *)a, k, va)
+	json_object_keylen_foreach((json_t *)a, k, klen, va)
 	{
-		const json_t *vb = json_object_get(b, k);
+		const json_t *vb = json_object_getn(b, k, klen);
 		size_t old = diff_push(d, d->len ? ".%s" : "%s", k);
 		int eq = vb ? values_equal(va, vb, d) : diff_mark(d, va, NULL);
 		if (!eq)
@@ -505,9 +509,9 @@ static int objects_equal(const json_t *a, const json_t *b, struct diff *d)
 		diff_pop(d, old);
 	}
 	const json_t *vb;
-	json_object_foreach((json_t *)b, k, vb)
+	json_object_keylen_foreach((json_t *)b, k, klen, vb)
 	{
-		if (!json_object_get(a, k)) {
+		if (!json_object_getn(a, k, klen)) {
 			diff_push(d, d->len ? ".%s" : "%s", k);
 			return diff_mark(d, NULL, vb);
 		}

@@ -275,6 +275,13 @@ static void test_whole_body(void **state)
 	/* scalars at the root and strings with the same prefix */
 	assert_int_equal(cmp(r, "\"abc\"", "\"abcd\"", &o), COMPARE_DISAGREE);
 	assert_int_equal(cmp(r, "null", "null", &o), COMPARE_AGREE);
+	/* strings with an escaped NUL compare by their whole length */
+	assert_int_equal(cmp(r, "[\"a\\u0000b\"]", "[\"a\\u0000c\"]", &o), COMPARE_DISAGREE);
+	assert_string_equal(o.path, "[0]");
+	assert_int_equal(cmp(r, "[\"a\\u0000b\"]", "[\"a\\u0000b\"]", &o), COMPARE_AGREE);
+	/* ... and keys too */
+	assert_int_equal(cmp(r, "{\"a\\u0000b\":1}", "{\"a\\u0000b\":1}", &o), COMPARE_AGREE);
+	assert_int_equal(cmp(r, "{\"a\\u0000b\":1}", "{\"a\\u0000c\":1}", &o), COMPARE_DISAGREE);
 	/* big integers beyond 64 bits still parse (as reals) */
 	assert_int_equal(cmp(r, "[123456789012345678901234567890]", "[1.2345678901234568e29]", &o),
 	                 COMPARE_AGREE);
