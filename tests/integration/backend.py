@@ -34,6 +34,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -174,8 +175,11 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 256
 
 
-def start_backend(name="backend", mode="", delay_ms=0, port=None):
-    """Start this program on a free loopback port; wait until /health answers."""
+def start_backend(name="backend", mode="", delay_ms=0, port=None, tls=None):
+    """Start this program on a free loopback port; wait until it answers /health.
+
+    tls=(cert, key) serves HTTPS (readiness is then a TLS handshake + port check).
+    """
     import harness
 
     port = port or harness.free_port()
@@ -184,10 +188,26 @@ def start_backend(name="backend", mode="", delay_ms=0, port=None):
         argv += ["--mode", mode]
     if delay_ms:
         argv += ["--delay-ms", str(delay_ms)]
+    if tls:
+        argv += ["--tls-cert", tls[0], "--tls-key", tls[1]]
     p = harness.Proc(argv, name=f"backend-{name}")
     p.port = port
-    harness.wait_http_ok(port, "/health", proc=p)
+    if tls:
+        harness.wait_for(lambda: p.alive() and harness.port_open(port), what=f"{name} listening")
+    else:
+        harness.wait_http_ok(port, "/health", proc=p)
     return p
+
+
+def make_cert(directory):
+    """A self-signed certificate for 127.0.0.1 (openssl CLI); returns (cert, key) paths."""
+    import subprocess
+
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 def write_config(text, directory=None):
@@ -229,10 +249,16 @@ def main():
     ap.add_argument("--name", default="backend")
     ap.add_argument("--mode", default="", choices=["", "echo", "slow", "close", "reset", "garbage"])
     ap.add_argument("--delay-ms", type=int, default=0)
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key)")
+    ap.add_argument("--tls-key")
     a = ap.parse_args()
     if a.host not in ("127.0.0.1", "::1", "localhost"):
         sys.exit("backend.py: loopback addresses only")
     srv = Server((a.host, a.port), Handler)
+    if a.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     srv.name, srv.mode, srv.delay_ms = a.name, a.mode, a.delay_ms
     srv.lock, srv.inflight, srv.requests = threading.Lock(), 0, 0
 

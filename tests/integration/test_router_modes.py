@@ -113,7 +113,30 @@ def main():
     f.check(s == 404 and h.get("x-turnout-variant") in ("blue", "green"),
             "backend status passed through with the variant header")
     f.check(r.stop() == 0, "router exits 0")
-    for p in (blue, green, green2):
+
+    # https:// endpoints: verified against upstream_tls.ca; an unknown CA is a 502.
+    cert, key = backend.make_cert(harness.tmpdir())
+    tlsb = backend.start_backend("tls", tls=(cert, key))
+    tls_cfg = """
+listen: 127.0.0.1:{port}
+workers: 1
+admin:
+  http: 127.0.0.1:{admin_port}
+variants:
+  blue: {{ endpoints: [https://127.0.0.1:%d] }}
+strategy: bluegreen
+stable: blue
+""" % tlsb.port
+    r = backend.start_router(tls_cfg + "upstream_tls:\n  ca: %s\n" % cert)
+    s, h, b = harness.http_request(r.port, "POST", "/echo", body=b"over tls")
+    f.check(s == 200 and b == b"over tls", f"https endpoint verified with upstream_tls.ca ({s})")
+    f.check(r.stop() == 0, "router exits 0")
+    r = backend.start_router(tls_cfg)
+    s, h, b = harness.http_request(r.port, "GET", "/x")
+    f.check(s == 502 and json.loads(b)["variant"] == "blue",
+            f"https endpoint with an untrusted certificate -> 502 ({s} {b[:160]!r})")
+    f.check(r.stop() == 0, "router exits 0")
+    for p in (blue, green, green2, tlsb):
         f.check(p.stop() == 0, f"{p.name} exits 0")
     f.finish()
 
