@@ -22,6 +22,7 @@ struct stats_slot_counters {
 
 struct stats_shard {
 	struct stats_slot_counters slots[STATS_MAX_SLOTS];
+	_Atomic uint64_t gauges[STATS_GAUGE_N]; /* observability: in-flight, connections */
 };
 
 struct stats {
@@ -105,6 +106,12 @@ int stats_slot(const char *name)
 int stats_n_slots(void)
 {
 	return atomic_load(&n_slots);
+}
+
+/* observability: slot names label /metrics and the dashboard's series. */
+const char *stats_slot_name(int slot)
+{
+	return slot >= 0 && slot < stats_n_slots() ? slot_names[slot] : "";
 }
 
 void stats_slots_reset(void)
@@ -206,6 +213,21 @@ void stats_merge(struct stats *st, int slot, struct stats_variant *out)
 		if (m > out->hist.max)
 			out->hist.max = m;
 	}
+}
+
+/* observability: gauges for /metrics (process: in-flight requests, open connections). */
+void stats_gauge_set(struct stats_shard *sh, enum stats_gauge g, uint64_t value)
+{
+	if (sh != NULL && g < STATS_GAUGE_N)
+		atomic_store_explicit(&sh->gauges[g], value, memory_order_relaxed);
+}
+
+uint64_t stats_gauge_sum(struct stats *st, enum stats_gauge g)
+{
+	uint64_t sum = 0;
+	for (size_t i = 0; st != NULL && g < STATS_GAUGE_N && i < st->n_shards; i++)
+		sum += ld(&st->shards[i]->gauges[g]);
+	return sum;
 }
 
 const char *stats_err_name(enum stats_err e)

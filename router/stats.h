@@ -53,6 +53,13 @@ struct stats_variant {
 	struct stats_hist hist;
 };
 
+/* observability: per-worker gauges (set by the owning worker, summed on read). */
+enum stats_gauge {
+	STATS_GAUGE_INFLIGHT, /* live requests being proxied */
+	STATS_GAUGE_CONNS,    /* open client connections */
+	STATS_GAUGE_N,
+};
+
 struct stats_shard;
 struct stats;
 
@@ -70,6 +77,8 @@ uint64_t stats_hist_quantile(const struct stats_hist *h, double q);
 int stats_slot(const char *name);
 /* Number of registered slots (any thread). */
 int stats_n_slots(void);
+/* observability: the name of a registered slot, "" when out of range. Any thread. */
+const char *stats_slot_name(int slot);
 /* Forget all slots (at exit, after every shard is freed). */
 void stats_slots_reset(void);
 
@@ -88,6 +97,11 @@ void stats_error(struct stats_shard *sh, int slot, enum stats_err cause);
  * the result is a consistent-enough view (each counter read atomically).
  */
 void stats_merge(struct stats *st, int slot, struct stats_variant *out);
+
+/* observability: set a gauge of the owner's shard to value. Owner worker only; sh may be NULL. */
+void stats_gauge_set(struct stats_shard *sh, enum stats_gauge g, uint64_t value);
+/* observability: the sum of gauge g over every shard. Any thread. */
+uint64_t stats_gauge_sum(struct stats *st, enum stats_gauge g);
 
 /* "connect", "reset", "timeout", "protocol". */
 const char *stats_err_name(enum stats_err e);
