@@ -245,9 +245,21 @@ static int parse_shape(const json_t *js, size_t idx, int *ndim, int64_t *dims, c
 	return 0;
 }
 
-/* Check a request shape against the signature; 0 or -1 with err. */
+/*
+ * Each value takes at least two bytes of JSON ("0,"), so a large shape asking
+ * for more values than half the body can hold is refused before any
+ * allocation: a 100-byte request cannot make us allocate 64 MiB. Small
+ * tensors skip this check so that their errors stay the precise ones
+ * ("needs 64 values, got 3").
+ */
+static int body_too_small(uint64_t nelem, size_t len)
+{
+	return nelem > 4096 && nelem > len / 2 + 1;
+}
+
+/* Check a request shape against the signature and the body length; 0 or -1 with err. */
 static int check_shape(const struct onnx_value_info *vi, size_t idx, int ndim, const int64_t *dims,
-                       char *err, size_t errlen)
+                       size_t body_len, char *err, size_t errlen)
 {
 	char want[128], got[128];
 	int ok = vi->ndim == 0 || vi->ndim == ndim;
@@ -277,6 +289,13 @@ static int check_shape(const struct onnx_value_info *vi, size_t idx, int ndim, c
 		}
 		nelem *= (uint64_t)dims[i];
 	}
+	if (body_too_small(nelem, body_len)) {
+		set_err(err, errlen,
+		        "inputs[%zu].shape: %s is %llu values, more than a %zu-byte body holds",
+		        idx, v2_shape_str(got, sizeof(got), ndim, dims), (unsigned long long)nelem,
+		        body_len);
+		return -1;
+	}
 	return 0;
 }
 
@@ -289,7 +308,7 @@ static size_t find_name(const struct onnx_value_info *const *vis, size_t n, cons
 }
 
 static int parse_input(const struct v2_sig *sig, struct v2_request *req, const json_t *in,
-                       size_t idx, char *err, size_t errlen)
+                       size_t idx, size_t body_len, char *err, size_t errlen)
 {
 	if (!json_is_object(in)) {
 		set_err(err, errlen, "inputs[%zu]: expected an object, got %s", idx, json_kind(in));
@@ -327,7 +346,7 @@ static int parse_input(const struct v2_sig *sig, struct v2_request *req, const j
 	int ndim = 0;
 	int64_t dims[TENSOR_MAX_DIMS];
 	if (parse_shape(json_object_get(in, "shape"), idx, &ndim, dims, err, errlen) < 0 ||
-	    check_shape(vi, idx, ndim, dims, err, errlen) < 0)
+	    check_shape(vi, idx, ndim, dims, body_len, err, errlen) < 0)
 		return -1;
 	const json_t *data = json_object_get(in, "data");
 	if (!data) {
@@ -381,7 +400,7 @@ static int parse_outputs(const struct v2_sig *sig, struct v2_request *req, const
 }
 
 static int parse_top(const struct v2_sig *sig, struct v2_request *req, const json_t *root,
-                     char *err, size_t errlen)
+                     size_t body_len, char *err, size_t errlen)
 {
 	if (!json_is_object(root)) {
 		set_err(err, errlen, "request: expected a JSON object, got %s", json_kind(root));
@@ -415,7 +434,7 @@ static int parse_top(const struct v2_sig *sig, struct v2_request *req, const jso
 		return -1;
 	}
 	for (size_t i = 0; i < json_array_size(inputs); i++)
-		if (parse_input(sig, req, json_array_get(inputs, i), i, err, errlen) < 0)
+		if (parse_input(sig, req, json_array_get(inputs, i), i, body_len, err, errlen) < 0)
 			return -1;
 	for (size_t j = 0; j < sig->n_inputs; j++) {
 		if (!req->inputs[j]) {
@@ -460,7 +479,7 @@ struct v2_request *v2_request_parse_general(const struct v2_sig *sig, const char
 		set_err(err, errlen, "out of memory");
 		goto fail;
 	}
-	if (parse_top(sig, req, root, err, errlen) < 0)
+	if (parse_top(sig, req, root, len, err, errlen) < 0)
 		goto fail;
 	json_decref(root);
 	return req;
@@ -483,6 +502,7 @@ fail:
 
 struct fp {
 	const char *p, *end;
+	size_t len; /* of the whole body */
 };
 
 static void fp_ws(struct fp *f)
@@ -732,7 +752,7 @@ static int fp_input(const struct v2_sig *sig, struct v2_request *req, struct fp 
 				return -1;
 			const struct onnx_value_info *vi = sig->inputs[j];
 			if (vi->dtype != TENSOR_FLOAT || !fp_key_is(dt, dt_n, "FP32") ||
-			    check_shape(vi, 0, ndim, dims, NULL, 0) < 0)
+			    check_shape(vi, 0, ndim, dims, f->len, NULL, 0) < 0)
 				return -1;
 			if (!(t = req->inputs[j] = tensor_new(vi->name, vi->dtype, ndim, dims)))
 				return -1;
@@ -839,7 +859,7 @@ static int fp_top(const struct v2_sig *sig, struct v2_request *req, struct fp *f
 struct v2_request *v2_request_parse(const struct v2_sig *sig, const char *body, size_t len,
                                     char *err, size_t errlen)
 {
-	struct fp f = {body, body + len};
+	struct fp f = {body, body + len, len};
 	struct v2_request *req = request_new(sig);
 	if (req && fp_top(sig, req, &f) == 0)
 		return req;

@@ -101,6 +101,9 @@ static void test_shape_errors(void **state)
 	expect_error("{\"inputs\":[{\"name\":\"pixels\",\"datatype\":\"FP32\",\"shape\":"
 	             "[100000000,64],\"data\":[]}]}",
 	             "over the limit");
+	expect_error("{\"inputs\":[{\"name\":\"pixels\",\"datatype\":\"FP32\",\"shape\":"
+	             "[1000,64],\"data\":[1]}]}",
+	             "inputs[0].shape: [1000,64] is 64000 values, more than a 77-byte body holds");
 	expect_error("{\"inputs\":[{\"name\":\"pixels\",\"datatype\":\"FP32\",\"data\":[1]}]}",
 	             "inputs[0].shape: missing");
 }
