@@ -22,9 +22,12 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "accesslog.h" /* observability: access log */
 #include "log.h"
+#include "metrics.h" /* observability: /metrics, dashboard */
 #include "ops.h"
 #include "route.h"
+#include "shadow.h" /* observability: shadow_log_reopen on SIGUSR1 */
 #include "stats.h"
 #include "status.h"
 #include "worker.h"
@@ -38,6 +41,8 @@ struct main_ctx {
 	size_t n_workers;
 	struct status *status;
 	struct event *sig_term, *sig_int, *sig_hup;
+	struct event *sig_usr1;  /* observability: reopen logs (logrotate) */
+	struct metrics *metrics; /* observability: /metrics, /, /status/history */
 	uint64_t generation;
 	struct ops *ops; /* ops.c: admin socket, persisted overrides, live reload */
 };
@@ -70,6 +75,14 @@ static void on_reload(evutil_socket_t sig, short events, void *arg)
 	log_info("SIGHUP: reloading %s", m->config_path);
 	if (ops_reload(m->ops, err, sizeof(err)) == 1)
 		log_info("reload: %s unchanged", m->config_path);
+}
+
+/* observability: SIGUSR1 reopens the access log and the disagreement logs. */
+static void on_reopen(evutil_socket_t sig, short events, void *arg)
+{
+	log_info("SIGUSR1: reopening logs");
+	accesslog_reopen();
+	shadow_log_reopen();
 }
 
 static int start_workers(struct main_ctx *m, const struct config *cfg)
@@ -123,7 +136,8 @@ static int setup(struct main_ctx *m, struct config *cfg)
 	route_publish(s);
 	if (add_signal(m, &m->sig_term, SIGTERM, on_stop) < 0 ||
 	    add_signal(m, &m->sig_int, SIGINT, on_stop) < 0 ||
-	    add_signal(m, &m->sig_hup, SIGHUP, on_reload) < 0) {
+	    add_signal(m, &m->sig_hup, SIGHUP, on_reload) < 0 ||
+	    add_signal(m, &m->sig_usr1, SIGUSR1, on_reopen) < 0) {
 		log_error("cannot install signal handlers");
 		return -1;
 	}
@@ -134,6 +148,11 @@ static int setup(struct main_ctx *m, struct config *cfg)
 		log_error("%s", err);
 		return -1;
 	}
+	/* observability: the access log is open before the first request */
+	if (accesslog_open(cfg->access_log, err, sizeof(err)) < 0) {
+		log_error("%s: %s", cfg->file, err);
+		return -1;
+	}
 	if (start_workers(m, cfg) < 0)
 		return -1;
 	ops_set_stats(m->ops, m->stats); /* ops.c: counters for status/stats */
@@ -141,6 +160,13 @@ static int setup(struct main_ctx *m, struct config *cfg)
 		m->status = status_new(m->base, cfg->admin_http_host, cfg->admin_http_port,
 		                       m->stats, err, sizeof(err));
 		if (m->status == NULL) {
+			log_error("%s", err);
+			return -1;
+		}
+		/* observability: /metrics, the dashboard and its history on the admin port */
+		m->metrics =
+		    metrics_new(m->base, status_http(m->status), m->stats, err, sizeof(err));
+		if (m->metrics == NULL) {
 			log_error("%s", err);
 			return -1;
 		}
@@ -161,14 +187,16 @@ static void teardown(struct main_ctx *m)
 	for (size_t i = 0; m->workers && i < m->n_workers; i++)
 		worker_free(m->workers[i]);
 	free(m->workers);
-	ops_free(m->ops); /* ops.c */
+	ops_free(m->ops);         /* ops.c */
+	metrics_free(m->metrics); /* observability */
 	status_free(m->status);
+	accesslog_close(); /* observability: after the workers' last lines */
 	route_shutdown();
 	route_config_unref(m->rc);
 	stats_free(m->stats);
 	stats_slots_reset();
-	struct event *evs[] = {m->sig_term, m->sig_int, m->sig_hup};
-	for (size_t i = 0; i < 3; i++)
+	struct event *evs[] = {m->sig_term, m->sig_int, m->sig_hup, m->sig_usr1};
+	for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
 		if (evs[i])
 			event_free(evs[i]);
 	if (m->base)

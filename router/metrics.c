@@ -561,7 +561,7 @@ char *metrics_history_json(struct metrics *m)
 		json_array_append_new(vars, series_json(m, s));
 	json_t *j = json_pack("{s:i, s:o, s:o, s:o}", "interval_ms", 1000, "t", t, "variants", vars,
 	                      "events", actions_json());
-	char *out = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	char *out = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6)) : NULL;
 	json_decref(j);
 	return out;
 }

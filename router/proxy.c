@@ -29,6 +29,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "accesslog.h" /* observability: access log lines */
 #include "log.h"
 #include "route.h"
 #include "shadow.h" /* shadow (engineer F): the SHADOW HOOK below */
@@ -383,6 +384,7 @@ static void finish(struct proxy_req *pr)
 	free(pr);
 	if (w->inflight > 0)
 		w->inflight--;
+	stats_gauge_set(w->shard, STATS_GAUGE_INFLIGHT, w->inflight); /* observability */
 	worker_request_done(w);
 }
 
@@ -414,6 +416,27 @@ static void copy_response_headers(struct proxy_req *pr, const struct evkeyvalq *
 		evhttp_add_header(out, "Connection", "close");
 }
 
+/* observability: one access log line per answered live request; call before the
+ * reply is sent (evhttp may free req with it). */
+static void access_log(const struct proxy_req *pr, int status, uint64_t bytes, uint64_t latency)
+{
+	if (!accesslog_enabled())
+		return;
+	const struct route_variant *v = &pr->snap->variants[pr->variant];
+	struct accesslog_entry e = {
+	    .request_id = pr->request_id,
+	    .client = peer_ip(pr->req),
+	    .method = method_name(evhttp_request_get_command(pr->req)),
+	    .path = evhttp_request_get_uri(pr->req),
+	    .variant = v->name,
+	    .endpoint = pr->endpoint >= 0 ? v->endpoints[pr->endpoint].cfg->url : NULL,
+	    .status = status,
+	    .latency_us = latency,
+	    .bytes = bytes,
+	};
+	accesslog_write(&e);
+}
+
 static enum stats_err stats_cause(enum upstream_err e)
 {
 	switch (e) {
@@ -438,6 +461,7 @@ static void answer_upstream_error(struct proxy_req *pr, const struct upstream_re
 	         upstream_err_name(res->err), res->detail);
 	log_warn("proxy: request %s: %s", pr->request_id, msg);
 	stats_error(pr->w->shard, v->stats_slot, stats_cause(res->err));
+	access_log(pr, code, 0, now_us() - pr->start_us); /* observability */
 	send_error(pr->w, pr->req, code, v->name, upstream_err_name(res->err), msg, pr->request_id,
 	           pr->w->draining);
 	stats_record(pr->w->shard, v->stats_slot, code, now_us() - pr->start_us);
@@ -477,6 +501,7 @@ static void on_upstream_done(const struct upstream_result *res, void *arg)
 	 */
 	shadow_after_live(&live); /* shadow (engineer F): copies and submits only */
 	copy_response_headers(pr, res->headers);
+	access_log(pr, (int)res->status, evbuffer_get_length(res->body), live.latency_us);
 	proxy_send_reply(pr->w, pr->req, (int)res->status, res->body);
 	stats_record(pr->w->shard, pr->snap->variants[pr->variant].stats_slot, (int)res->status,
 	             live.latency_us);
@@ -529,6 +554,7 @@ static int route_request(struct proxy_req *pr)
 		snprintf(msg, sizeof(msg), "variant '%s' has no healthy endpoint", name);
 		stats_record(pr->w->shard, s->variants[pr->variant].stats_slot, 503,
 		             now_us() - pr->start_us);
+		access_log(pr, 503, 0, now_us() - pr->start_us); /* observability */
 		send_error(pr->w, pr->req, 503, name, "no_healthy_endpoint", msg, pr->request_id,
 		           0);
 		return -1;
@@ -630,6 +656,7 @@ void proxy_handle(struct evhttp_request *req, void *arg)
 		w->reqs->prev = pr;
 	w->reqs = pr;
 	w->inflight++;
+	stats_gauge_set(w->shard, STATS_GAUGE_INFLIGHT, w->inflight); /* observability */
 	/* The live variant is chosen in route_request; a mirror decided "beside" the
 	 * primary would go right after it (see the SHADOW HOOK in on_upstream_done). */
 	if (route_request(pr) < 0 || start_upstream(pr) < 0) {

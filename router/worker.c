@@ -29,6 +29,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "shadow.h" /* shadow (engineer F): shadow_worker_free */
+#include "stats.h"  /* observability: connection gauge */
 #include "upstream.h"
 
 int worker_listen_socket(const char *host, int port, char *err, size_t errlen)
@@ -90,6 +91,7 @@ static void conn_insert(struct worker *w, void *c)
 		i = (i + 1) & (w->conn_set_cap - 1);
 	w->conn_set[i] = c;
 	w->conns++;
+	stats_gauge_set(w->shard, STATS_GAUGE_CONNS, w->conns); /* observability */
 }
 
 /* Remove with backward-shift so probing stays correct without tombstones. */
@@ -101,6 +103,7 @@ static void conn_remove(struct worker *w, void *c)
 			return;
 	w->conn_set[i] = NULL;
 	w->conns--;
+	stats_gauge_set(w->shard, STATS_GAUGE_CONNS, w->conns); /* observability */
 	for (size_t j = (i + 1) & mask; w->conn_set[j] != NULL; j = (j + 1) & mask) {
 		void *moved = w->conn_set[j];
 		size_t home = conn_hash(moved, w->conn_set_cap);
