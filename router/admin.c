@@ -29,6 +29,7 @@
 #include <event2/listener.h>
 
 #include "log.h"
+#include "metrics.h" /* observability: recent operator actions */
 
 struct admin_conn {
 	struct admin *adm;
@@ -208,6 +209,11 @@ static void audit(struct admin *adm, uid_t uid, pid_t pid, const char *line, siz
 		log_error("admin: audit: out of memory (uid %ld)", (long)uid);
 		return;
 	}
+	/* observability: the dashboard's "recent operator actions" */
+	char action[METRICS_ACTION_LEN + 1];
+	snprintf(action, sizeof(action), "uid %ld: %.*s -> %s", (long)uid, line ? (int)len : 0,
+	         line ? line : "", json_string_value(res) ? json_string_value(res) : "");
+	metrics_note_action(action);
 	if (adm->audit_fd < 0) {
 		log_info("audit %s", text);
 	} else {

@@ -21,6 +21,7 @@
 #include "admin.h"
 #include "config.h"
 #include "log.h"
+#include "metrics.h" /* observability: reload and rollback counters */
 #include "route.h"
 #include "shadow.h"
 #include "state.h"
@@ -433,6 +434,7 @@ static int do_rollback(void *ctx, const struct admin_call *call, json_t *reply, 
 		                 json_string_value(json_array_get(actions, i)));
 		used += w > 0 ? (size_t)w : 0;
 	}
+	metrics_note_rollback(); /* observability: turnout_rollbacks_total */
 	set_message(reply, "rollback: %s; all live traffic on %s until resume or a changed config",
 	            n ? did : "routing was already at the known-good state", next.stable);
 	json_object_set_new(reply, "actions", actions);
@@ -494,6 +496,7 @@ static void start_only_changes(const struct config *a, const struct config *b, c
 static void record_failure(struct ops *o, const char *err)
 {
 	o->reload_failures++;
+	metrics_note_reload(0); /* observability: turnout_config_reloads_total */
 	o->last_reload_at = (int64_t)time(NULL);
 	snprintf(o->last_error, sizeof(o->last_error), "%s", err);
 	log_error("reload: %s refused, the running config stays (generation %llu):\n%s",
@@ -615,6 +618,7 @@ int ops_reload(struct ops *o, char *err, size_t errlen)
 	rc = 0;
 done:
 	o->reloads++;
+	metrics_note_reload(1); /* observability: turnout_config_reloads_total */
 	o->last_reload_at = (int64_t)time(NULL);
 	o->last_error[0] = 0;
 	route_release(cur);
