@@ -129,7 +129,7 @@ stable: blue
 """ % tlsb.port
     r = backend.start_router(tls_cfg + "upstream_tls:\n  ca: %s\n" % cert)
     s, h, b = harness.http_request(r.port, "POST", "/echo", body=b"over tls")
-    f.check(s == 200 and b == b"over tls", f"https endpoint verified with upstream_tls.ca ({s})")
+    f.check(s == 200 and b == b"over tls", f"https endpoint verified with upstream_tls.ca ({s} {b[:300]!r})")
     f.check(r.stop() == 0, "router exits 0")
     r = backend.start_router(tls_cfg)
     s, h, b = harness.http_request(r.port, "GET", "/x")
