@@ -120,6 +120,10 @@ def main():
     out, _ = raw(port, b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n")
     f.check(out.startswith(b"HTTP/1.1 413"), f"body over max_body -> 413 ({out[:40]!r})")
 
+    # Headers over max_header (default 16 KiB): 400 and close, before any routing.
+    out, closed = raw(port, b"GET /x HTTP/1.1\r\nHost: a\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n")
+    f.check(out.startswith(b"HTTP/1.1 400") and closed, f"headers over max_header -> 400 + close ({out[:30]!r})")
+
     # Framing attacks: 400 and the connection closes; nothing reaches the backend twice.
     attacks = {
         "duplicate CL": b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n"
