@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import backend  # noqa: E402
@@ -194,6 +195,11 @@ def main():
     harness.wait_for(lambda: harness.http_request(r2.port, "GET", "/x")[0] == 200, timeout=5,
                      what="a closed connection frees its slot")
     c2.close()
+    # A client that stalls mid-headers is cut after client_timeout (1 s).
+    t0 = time.monotonic()
+    out, closed = raw(r2.port, b"GET /x HTTP/1.1\r\nHost: a\r\n", timeout=8)
+    f.check(closed and time.monotonic() - t0 < 5,
+            f"stalled client closed after client_timeout ({time.monotonic() - t0:.1f} s)")
     f.check(r2.stop() == 0, "router exits 0")
 
     f.check(blue.stop() == 0, "backend exits 0")
