@@ -175,16 +175,13 @@ void metrics_label_escape(const char *s, char *out, size_t outlen)
 	size_t o = 0;
 	if (outlen == 0)
 		return;
-	for (; s && *s && o + 2 < outlen; s++) {
-		if (*s == '\\' || *s == '"') {
+	for (; s && *s; s++) {
+		int esc = *s == '\\' || *s == '"' || *s == '\n';
+		if (o + (esc ? 2 : 1) >= outlen)
+			break; /* truncated, never inside an escape */
+		if (esc)
 			out[o++] = '\\';
-			out[o++] = *s;
-		} else if (*s == '\n') {
-			out[o++] = '\\';
-			out[o++] = 'n';
-		} else {
-			out[o++] = *s;
-		}
+		out[o++] = *s == '\n' ? 'n' : *s;
 	}
 	out[o] = '\0';
 }

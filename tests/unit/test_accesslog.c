@@ -1,0 +1,161 @@
+/*
+ * test_accesslog.c - unit tests for router/accesslog.c: every line is valid
+ * JSON with the fields given (hostile bytes escaped, long fields truncated),
+ * lines from several threads all arrive, SIGUSR1-style reopen after a rename
+ * starts a new file, and a full disk (/dev/full) is counted, never fatal.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "accesslog.h"
+
+static void test_format(void **state)
+{
+	char path[3000];
+	memset(path, 'a', sizeof(path) - 1);
+	path[sizeof(path) - 1] = '\0';
+	memcpy(path, "/x?q=\"\\\n\x01\xc3\xa9", 12);
+	struct accesslog_entry e = {
+	    .request_id = "req-1",
+	    .client = "127.0.0.1",
+	    .method = "POST",
+	    .path = path,
+	    .variant = "green",
+	    .endpoint = NULL,
+	    .shadow = NULL,
+	    .status = 502,
+	    .latency_us = 1234567,
+	    .bytes = 42,
+	};
+	char line[ACCESSLOG_LINE_MAX];
+	size_t n = accesslog_format(&e, 1795000000123, line, sizeof(line));
+	assert_true(n > 0 && n < sizeof(line));
+	assert_int_equal(line[n - 1], '\n');
+	assert_null(memchr(line, '\n', n - 1));
+	json_error_t je;
+	json_t *j = json_loadb(line, n, 0, &je);
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "time")),
+	                    "2026-11-18T11:06:40.123Z");
+	assert_string_equal(json_string_value(json_object_get(j, "request_id")), "req-1");
+	assert_string_equal(json_string_value(json_object_get(j, "method")), "POST");
+	assert_string_equal(json_string_value(json_object_get(j, "variant")), "green");
+	assert_true(json_is_null(json_object_get(j, "endpoint")));
+	assert_int_equal(json_integer_value(json_object_get(j, "status")), 502);
+	assert_int_equal(json_integer_value(json_object_get(j, "bytes")), 42);
+	assert_true(json_real_value(json_object_get(j, "latency_ms")) > 1234.566);
+	const char *p = json_string_value(json_object_get(j, "path"));
+	assert_non_null(p);
+	assert_memory_equal(p, "/x?q=\"\\\n\x01", 9);
+	assert_true(strlen(p) <= ACCESSLOG_FIELD_MAX);
+	json_decref(j);
+	/* a tiny buffer still yields a terminated line */
+	char small[8];
+	n = accesslog_format(&e, 0, small, sizeof(small));
+	assert_true(n < sizeof(small));
+}
+
+static size_t count_lines(const char *file)
+{
+	FILE *f = fopen(file, "r");
+	size_t n = 0;
+	int c;
+	if (f == NULL)
+		return 0;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+static void *writer(void *arg)
+{
+	struct accesslog_entry e = {
+	    .request_id = "r", .method = "GET", .path = "/p", .status = 200};
+	for (int i = 0; i < 500; i++)
+		accesslog_write(&e);
+	return arg;
+}
+
+static void test_threads_and_reopen(void **state)
+{
+	char dir[] = "/tmp/turnout-accesslog-XXXXXX", file[128], moved[160], err[256];
+	assert_non_null(mkdtemp(dir));
+	snprintf(file, sizeof(file), "%s/access.log", dir);
+	snprintf(moved, sizeof(moved), "%s/access.log.1", dir);
+	struct accesslog_counters before, after;
+	accesslog_get_counters(&before);
+	assert_int_equal(accesslog_open(file, err, sizeof(err)), 0);
+	assert_true(accesslog_enabled());
+	assert_int_equal(accesslog_open(file, err, sizeof(err)), -1); /* one per process */
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, writer, NULL), 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	accesslog_flush();
+	assert_int_equal(count_lines(file), 2000);
+	/* logrotate: rename, reopen, the next lines go to a new file */
+	assert_int_equal(rename(file, moved), 0);
+	accesslog_reopen();
+	for (int k = 0; k < 500 && access(file, F_OK) != 0; k++)
+		usleep(2000); /* bounded: the writer reopens within its next wake-up */
+	writer(NULL);
+	accesslog_close();
+	assert_false(accesslog_enabled());
+	assert_int_equal(count_lines(moved), 2000);
+	assert_int_equal(count_lines(file), 500);
+	accesslog_get_counters(&after);
+	assert_int_equal(after.written - before.written, 2500);
+	assert_int_equal(after.dropped, before.dropped);
+	unlink(file);
+	unlink(moved);
+	rmdir(dir);
+	accesslog_close(); /* closing twice is harmless */
+}
+
+static void test_full_disk_and_errors(void **state)
+{
+	char err[256];
+	struct accesslog_counters before, after;
+	accesslog_get_counters(&before);
+	assert_int_equal(accesslog_open("/dev/full", err, sizeof(err)), 0);
+	writer(NULL);
+	accesslog_flush();
+	accesslog_get_counters(&after);
+	assert_int_equal(after.write_failed - before.write_failed, 500);
+	assert_int_equal(after.written, before.written);
+	accesslog_close();
+	/* an unopenable path is refused, naming it */
+	assert_int_equal(accesslog_open("/nonexistent-dir/x/access.log", err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "/nonexistent-dir/x/access.log"));
+	assert_false(accesslog_enabled());
+	/* "off" and NULL open nothing; writes are no-ops */
+	assert_int_equal(accesslog_open("off", err, sizeof(err)), 0);
+	assert_int_equal(accesslog_open(NULL, err, sizeof(err)), 0);
+	assert_false(accesslog_enabled());
+	writer(NULL);
+	accesslog_flush();
+	accesslog_close();
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_format),
+	    cmocka_unit_test(test_threads_and_reopen),
+	    cmocka_unit_test(test_full_disk_and_errors),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
