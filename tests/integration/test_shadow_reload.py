@@ -6,6 +6,7 @@ one line in A with the body cut to 8 bytes. After a reload to log B, redact
 true and a compare rule on `method` (on which the two agree), the next request
 agrees (the new rule is used) and the one after that, sent with a rule on
 `backend`, disagrees and lands in B without a body; A keeps its one line.
+After a logrotate-style rename and SIGUSR1, the next line goes to a new B.
 """
 
 import json
@@ -111,6 +112,14 @@ def main():
     f.check(lb["rule"] == 0 and lb["path"] == "backend" and "request_body" not in lb,
             f"log B: rule 0, redacted: {lb}")
     f.check(len(lines(log_a)) == 1, "log A untouched after the reload")
+
+    # logrotate: move the file away, SIGUSR1, and the next line goes to a new file
+    os.rename(log_b, log_b + ".1")
+    router.signal(signal.SIGUSR1)
+    harness.wait_for(lambda: os.path.exists(log_b), timeout=10, what="log B reopened")
+    v = send_and_settle(f, router, 4)
+    harness.wait_for(lambda: len(lines(log_b)) == 1, timeout=10, what="a line in the new log B")
+    f.check(len(lines(log_b + ".1")) == 1, "the rotated file keeps its line")
     f.check(router.stop() == 0, "router exits 0 on SIGTERM")
     f.check(blue.stop() == 0 and gr.stop() == 0, "backends exit 0")
     f.finish()
