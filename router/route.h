@@ -38,6 +38,9 @@ struct route_config;
 struct route_endpoint {
 	const struct config_endpoint *cfg; /* url, host, port, tls (owned by the config) */
 	atomic_int healthy;                /* 1 = may take traffic; defaults to 1 */
+	/* resilience: consecutive live failures (connect or 5xx), bumped by workers
+	 * (health_passive_report), zero after any other answer; starts at 0. */
+	atomic_uint fails;
 };
 
 struct route_variant {
