@@ -7,8 +7,9 @@ Every answer carries "X-Backend: NAME". What it does is chosen by the path
 (or, for every path, by --mode):
 
   /health, /v2/health/ready   200 "ok"
-  /_stats                      {"inflight": requests being answered (not this one),
-                               "requests": total seen} (ask the backend directly)
+  /_stats                      {"inflight": requests being answered, "requests": total
+                               seen}, neither counting health probes nor /_stats (ask the
+                               backend directly)
   /echo                        the request body back, byte-exact, same Content-Type
   /slow?ms=N                   sleep N ms, then the fixed answer
   /big?bytes=N&seed=S          N bytes of a deterministic pattern (see pattern())
@@ -120,6 +121,10 @@ class Handler(BaseHTTPRequestHandler):
         sock.close()
 
     def _handle(self):
+        # Health probes and /_stats are not counted: tests count their own requests.
+        if urllib.parse.urlsplit(self.path).path in ("/health", "/v2/health/ready", "/_stats"):
+            self._handle_counted()
+            return
         with self.server.lock:
             self.server.inflight += 1
             self.server.requests += 1
@@ -143,7 +148,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         if route == "/_stats":
             with self.server.lock:
-                doc = {"inflight": self.server.inflight - 1, "requests": self.server.requests}
+                doc = {"inflight": self.server.inflight, "requests": self.server.requests}
             self._send(200, json.dumps(doc).encode())
             return
         if self.server.mode:

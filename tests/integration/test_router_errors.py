@@ -34,6 +34,8 @@ limits:
   upstream_timeout: 1500ms
   max_inflight: 2
   max_body: 1MiB{extra}
+health:
+  enabled: false   # this test drives the dead variant itself
 """
 
 
