@@ -22,6 +22,7 @@
 #include <event2/thread.h>
 
 #include "config.h"
+#include "health.h"    /* resilience: active + passive health checks */
 #include "accesslog.h" /* observability: access log */
 #include "log.h"
 #include "metrics.h" /* observability: /metrics, dashboard */
@@ -44,7 +45,8 @@ struct main_ctx {
 	struct event *sig_usr1;  /* observability: reopen logs (logrotate) */
 	struct metrics *metrics; /* observability: /metrics, /, /status/history */
 	uint64_t generation;
-	struct ops *ops; /* ops.c: admin socket, persisted overrides, live reload */
+	struct ops *ops;       /* ops.c: admin socket, persisted overrides, live reload */
+	struct health *health; /* resilience: health.c, follows the current snapshot */
 };
 
 static void usage(FILE *f)
@@ -156,6 +158,12 @@ static int setup(struct main_ctx *m, struct config *cfg)
 	if (start_workers(m, cfg) < 0)
 		return -1;
 	ops_set_stats(m->ops, m->stats); /* ops.c: counters for status/stats */
+	/* resilience: health checks on this loop (probes, passive ejection back-off) */
+	m->health = health_new(m->base, err, sizeof(err));
+	if (m->health == NULL) {
+		log_error("%s", err);
+		return -1;
+	}
 	if (cfg->admin_http_host) {
 		m->status = status_new(m->base, cfg->admin_http_host, cfg->admin_http_port,
 		                       m->stats, err, sizeof(err));
@@ -187,6 +195,7 @@ static void teardown(struct main_ctx *m)
 	for (size_t i = 0; m->workers && i < m->n_workers; i++)
 		worker_free(m->workers[i]);
 	free(m->workers);
+	health_free(m->health);   /* resilience: before the loop and libcurl go */
 	ops_free(m->ops);         /* ops.c */
 	metrics_free(m->metrics); /* observability */
 	status_free(m->status);
