@@ -30,6 +30,7 @@
 #include <jansson.h>
 
 #include "accesslog.h" /* observability: access log lines */
+#include "health.h"    /* resilience: passive health reports */
 #include "log.h"
 #include "route.h"
 #include "shadow.h" /* shadow (engineer F): the SHADOW HOOK below */
@@ -40,6 +41,7 @@
 #define PROXY_MAX_RESPONSE   (256u * 1024u * 1024u) /* upstream response body limit */
 #define PROXY_REQUEST_ID_MAX 128
 #define PROXY_URL_MAX        8192
+#define PROXY_URI_MAX        8000 /* resilience: a longer request target gets 414 */
 
 enum proxy_state {
 	PROXY_STATE_NEW,
@@ -58,6 +60,7 @@ struct proxy_req {
 	uint64_t start_us;
 	char request_id[PROXY_REQUEST_ID_MAX + 1];
 	struct proxy_req *prev, *next;
+	int retried; /* resilience: the one retry after a connect failure was used */
 };
 
 static const char *method_name(enum evhttp_cmd_type c);
@@ -78,7 +81,9 @@ static const char *state_name(enum proxy_state s)
 static void proxy_set_state(struct proxy_req *pr, enum proxy_state to)
 {
 	int ok = (pr->state == PROXY_STATE_NEW && to != PROXY_STATE_NEW) ||
-	         (pr->state == PROXY_STATE_UPSTREAM && to == PROXY_STATE_DONE);
+	         (pr->state == PROXY_STATE_UPSTREAM && to == PROXY_STATE_DONE) ||
+	         /* resilience: one retry after a connect failure (retry_connect) */
+	         (pr->state == PROXY_STATE_UPSTREAM && to == PROXY_STATE_UPSTREAM && pr->retried);
 	if (!ok) {
 		log_error("proxy: impossible state change %s -> %s", state_name(pr->state),
 		          state_name(to));
@@ -467,11 +472,79 @@ static void answer_upstream_error(struct proxy_req *pr, const struct upstream_re
 	stats_record(pr->w->shard, v->stats_slot, code, now_us() - pr->start_us);
 }
 
+static int start_upstream(struct proxy_req *pr);
+
+/*
+ * resilience: passive health. A connect failure or a 5xx counts against the
+ * endpoint (ejected at health.unhealthy_threshold in a row); any other answer
+ * clears its count. Other errors are not reported.
+ */
+static void report_health(struct proxy_req *pr, const struct upstream_result *res)
+{
+	int failed = res->err == UPSTREAM_ERR_CONNECT ||
+	             (res->err == UPSTREAM_OK && res->status >= 500 && res->status <= 599);
+	if ((res->err != UPSTREAM_OK && !failed) || pr->endpoint < 0)
+		return;
+	if (health_passive_report(pr->snap, pr->variant, (size_t)pr->endpoint, failed)) {
+		const struct route_variant *v = &pr->snap->variants[pr->variant];
+		log_warn("proxy: endpoint %s of variant %s ejected after %u live failures in a row "
+		         "(last: %s)",
+		         v->endpoints[pr->endpoint].cfg->url, v->name,
+		         pr->snap->cfg->health.unhealthy_threshold,
+		         failed && res->err == UPSTREAM_OK ? "5xx" : "connect");
+	}
+}
+
+/*
+ * resilience: a connect failure means the request never reached a backend, so
+ * it is sent once more: to another healthy endpoint of the same variant, else
+ * to the stable variant (not when the client named the variant). Never after
+ * any other error: the backend may have processed the request. Returns 1 if
+ * the retry is under way, 0 if there is none (answer the error), -1 if the
+ * retry could not start (already answered).
+ */
+static int retry_connect(struct proxy_req *pr, const struct upstream_result *res)
+{
+	struct route_snapshot *s = pr->snap;
+	if (res->err != UPSTREAM_ERR_CONNECT || pr->retried || pr->w->draining)
+		return 0;
+	const char *oh = s->cfg->override_header;
+	int named = oh && evhttp_find_header(evhttp_request_get_input_headers(pr->req), oh);
+	size_t v = pr->variant;
+	ssize_t e = route_endpoint_pick(s, v);
+	if (e == pr->endpoint)
+		e = route_endpoint_pick(s, v); /* round-robin moves past the failed one */
+	if ((e < 0 || e == pr->endpoint) && !named && v != s->params.stable) {
+		v = s->params.stable;
+		e = route_endpoint_pick(s, v);
+	}
+	if (e < 0 || (v == pr->variant && e == pr->endpoint))
+		return 0;
+	const struct route_variant *from = &s->variants[pr->variant];
+	log_info("proxy: request %s: cannot connect to %s (variant %s): %s; retrying on %s "
+	         "(variant %s)",
+	         pr->request_id, from->endpoints[pr->endpoint].cfg->url, from->name, res->detail,
+	         s->variants[v].endpoints[e].cfg->url, s->variants[v].name);
+	stats_error(pr->w->shard, from->stats_slot, STATS_ERR_CONNECT);
+	pr->retried = 1;
+	pr->variant = v;
+	pr->endpoint = e;
+	return start_upstream(pr) == 0 ? 1 : -1;
+}
+
 static void on_upstream_done(const struct upstream_result *res, void *arg)
 {
 	struct proxy_req *pr = arg;
 	pr->xfer = NULL;
+	report_health(pr, res);
+	int retry = retry_connect(pr, res);
+	if (retry > 0)
+		return;
 	proxy_set_state(pr, PROXY_STATE_DONE);
+	if (retry < 0) {
+		finish(pr);
+		return;
+	}
 	if (res->err != UPSTREAM_OK) {
 		answer_upstream_error(pr, res);
 		finish(pr);
@@ -604,6 +677,51 @@ static int start_upstream(struct proxy_req *pr)
 	return 0;
 }
 
+/* RFC 9110 5.6.2 token characters (a header name). */
+static int is_tchar(unsigned char c)
+{
+	return isalnum(c) || (c != 0 && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/*
+ * resilience: header names must be tokens and values free of control
+ * characters (a bare CR or LF, NUL, DEL, ...; HTAB is allowed); the request
+ * target must have no control character or space. Returns 0, or -1 with the
+ * reason in err (answered 400 + close).
+ */
+static int check_header_bytes(struct evhttp_request *req, char *err, size_t errlen)
+{
+	const struct evkeyval *h;
+	for (const unsigned char *p = (const unsigned char *)evhttp_request_get_uri(req); *p; p++) {
+		if (*p <= 0x20 || *p == 0x7f) {
+			snprintf(err, errlen, "control character 0x%02x in the request target", *p);
+			return -1;
+		}
+	}
+	TAILQ_FOREACH(h, evhttp_request_get_input_headers(req), next)
+	{
+		if (h->key[0] == '\0') {
+			snprintf(err, errlen, "empty header name");
+			return -1;
+		}
+		for (const unsigned char *p = (const unsigned char *)h->key; *p; p++) {
+			if (!is_tchar(*p)) {
+				snprintf(err, errlen, "byte 0x%02x in header name '%.40s'", *p,
+				         h->key);
+				return -1;
+			}
+		}
+		for (const unsigned char *p = (const unsigned char *)h->value; *p; p++) {
+			if ((*p < 0x20 && *p != '\t') || *p == 0x7f) {
+				snprintf(err, errlen, "control character 0x%02x in header '%.40s'",
+				         *p, h->key);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
 /* Answers framing errors and overload before any routing; returns -1 if answered. */
 static int admit(struct worker *w, struct evhttp_request *req, const struct route_snapshot *s)
 {
@@ -616,6 +734,16 @@ static int admit(struct worker *w, struct evhttp_request *req, const struct rout
 	if (uri == NULL || uri[0] != '/') {
 		send_error(w, req, 400, NULL, "bad_request", "request target must be a path", NULL,
 		           0);
+		return -1;
+	}
+	/* resilience: hostile input the framing check does not cover */
+	if (strlen(uri) > PROXY_URI_MAX) {
+		send_error(w, req, 414, NULL, "uri_too_long", "request target over 8000 bytes",
+		           NULL, 1);
+		return -1;
+	}
+	if (check_header_bytes(req, err, sizeof(err)) < 0) {
+		send_error(w, req, 400, NULL, "bad_header", err, NULL, 1);
 		return -1;
 	}
 	if (s == NULL) {
