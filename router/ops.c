@@ -340,8 +340,20 @@ static int do_promote(void *ctx, const struct admin_call *call, json_t *reply, c
 	}
 	int rc = -1;
 	ssize_t c = cur->params.candidate;
+	/* resilience: like switch, refuse an unhealthy candidate unless --force */
+	int force = call->argc > 1 && strcmp(call->argv[1], "--force") == 0;
+	if (call->argc > 1 && !force) {
+		snprintf(err, errlen, "usage: promote [--force]");
+		goto out;
+	}
 	if (c < 0) {
 		snprintf(err, errlen, "promote: the config has no candidate variant");
+		goto out;
+	}
+	if (!route_variant_healthy(cur, (size_t)c) && !force) {
+		snprintf(err, errlen,
+		         "promote: %s has no healthy endpoint; use --force to promote anyway",
+		         vname(cur->cfg, c));
 		goto out;
 	}
 	const char *old = vname(cur->cfg, (ssize_t)cur->params.stable);
@@ -840,7 +852,7 @@ static const struct admin_command ops_commands[] = {
     {"canary", "canary PERCENT", 1, 1, 1, do_canary},
     {"shadow", "shadow PERCENT", 1, 1, 1, do_shadow},
     {"switch", "switch VARIANT [--force]", 1, 2, 1, do_switch},
-    {"promote", "promote", 0, 0, 1, do_promote},
+    {"promote", "promote [--force]", 0, 1, 1, do_promote}, /* resilience: --force */
     {"rollback", "rollback", 0, 0, 1, do_rollback},
     {"resume", "resume", 0, 0, 1, do_resume},
     {"reload", "reload", 0, 0, 1, do_reload},
