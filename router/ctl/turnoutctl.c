@@ -44,7 +44,7 @@ static const struct ctl_cmd ctl_cmds[] = {
     {"canary", 1, 1, "PERCENT", "send PERCENT of live traffic to the candidate (sticky)"},
     {"shadow", 1, 1, "PERCENT", "mirror PERCENT of requests to the candidate"},
     {"switch", 1, 2, "VARIANT [--force]", "make VARIANT the live one (blue/green)"},
-    {"promote", 0, 0, "", "the candidate becomes stable, at 100%"},
+    {"promote", 0, 1, "[--force]", "the candidate becomes stable, at 100%"}, /* resilience */
     {"rollback", 0, 0, "", "all live traffic back to the last known-good variant"},
     {"resume", 0, 0, "", "lift operator overrides and rollback: the YAML rules again"},
     {"reload", 0, 0, "", "reload the config file now"},
