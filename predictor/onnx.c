@@ -614,6 +614,11 @@ fail:
 	return NULL;
 }
 
+void onnx_set_tensor_limit(size_t bytes)
+{
+	ops_set_tensor_limit(bytes);
+}
+
 struct onnx_model *onnx_model_load(const char *path, char *err, size_t errlen)
 {
 	void *buf;
@@ -759,8 +764,10 @@ static int run_node(const struct onnx_model *m, size_t i, struct run_state *st, 
 		st->res[j] = NULL;
 	int rc = n->kernel->run(n, st->args, st->res, why, sizeof(why));
 	for (size_t j = 0; rc == 0 && j < n->n_out; j++)
-		if (!st->res[j]) {
-			snprintf(why, sizeof(why), "output %zu not computed", j);
+		if (!st->res[j] ||
+		    (n->out[j] >= 0 && st->res[j]->dtype != m->slot_type[n->out[j]])) {
+			/* a kernel out of step with its prepare step: refuse, never misread */
+			snprintf(why, sizeof(why), "output %zu not computed as planned", j);
 			rc = -1;
 		}
 	if (rc) {

@@ -58,6 +58,13 @@ int onnx_model_run(const struct onnx_model *m, struct tensor *const *inputs, siz
                    struct tensor **outputs, char *err, size_t errlen);
 
 /*
+ * Lower the largest tensor a run may create (default and maximum 1 GiB); a
+ * run needing more fails with a message. Call once before any run (e.g. from
+ * main, or a fuzzer); 0 restores the default.
+ */
+void onnx_set_tensor_limit(size_t bytes);
+
+/*
  * Read one serialized ONNX TensorProto (as the ONNX test suite's
  * input_N.pb / output_N.pb files) into a new tensor (caller frees with
  * tensor_free). Returns NULL with err naming the file and the reason.

@@ -21,6 +21,8 @@
 #define OPS_ERR_MAX 256
 /* Largest tensor a kernel allocates; a bigger result is a run-time error. */
 #define OPS_TENSOR_MAX_BYTES ((size_t)1 << 30)
+/* Largest window parameter (kernel, stride, dilation, pad) and group count accepted. */
+#define OPS_WINDOW_MAX ((int64_t)1 << 20)
 
 /* Attributes, parsed once at load; each kernel uses the fields it needs. */
 struct ops_params {
@@ -162,7 +164,12 @@ void ops_bcast_run(const struct ops_bcast *b, const struct tensor *const *t, str
                                const size_t *stride, size_t len),
                    const void *ctx);
 
-/* Allocate an output tensor; -1 with err on failure or above OPS_TENSOR_MAX_BYTES. */
+/*
+ * Lower the per-tensor limit below OPS_TENSOR_MAX_BYTES (0 restores it). Set it
+ * once before any run; runs read it without locking.
+ */
+void ops_set_tensor_limit(size_t bytes);
+/* Allocate an output tensor; -1 with err on failure or above the tensor limit. */
 int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
             size_t errlen);
 /* Element count of a shape. */

@@ -145,16 +145,22 @@ int ops_broadcast_shape(const struct tensor *a, const struct tensor *b, int64_t 
 	return 0;
 }
 
+static size_t tensor_limit = OPS_TENSOR_MAX_BYTES;
+
+void ops_set_tensor_limit(size_t bytes)
+{
+	tensor_limit = bytes && bytes < OPS_TENSOR_MAX_BYTES ? bytes : OPS_TENSOR_MAX_BYTES;
+}
+
 int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
             size_t errlen)
 {
 	size_t bytes = tensor_dtype_size(dtype);
 	for (int i = 0; i < ndim; i++) {
-		if (dims[i] < 0 ||
-		    (dims[i] > 0 && bytes > OPS_TENSOR_MAX_BYTES / (size_t)dims[i])) {
+		if (dims[i] < 0 || (dims[i] > 0 && bytes > tensor_limit / (size_t)dims[i])) {
 			char s[128];
 			snprintf(err, errlen, "a tensor of shape %s exceeds the limit of %zu bytes",
-			         ops_shape_str(dims, ndim, s, sizeof(s)), OPS_TENSOR_MAX_BYTES);
+			         ops_shape_str(dims, ndim, s, sizeof(s)), tensor_limit);
 			*out = NULL;
 			return -1;
 		}

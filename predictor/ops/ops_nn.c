@@ -79,8 +79,15 @@ static int prepare_window(struct ops_node *n, const Onnx__NodeProto *np, char *e
 			return -1;
 		}
 	for (int i = 0; i < p->npads; i++)
-		if (p->pads[i] < 0) {
-			snprintf(err, errlen, "negative pads not supported");
+		if (p->pads[i] < 0 || p->pads[i] > OPS_WINDOW_MAX) {
+			snprintf(err, errlen, "pads must be in 0..%lld", (long long)OPS_WINDOW_MAX);
+			return -1;
+		}
+	for (int i = 0; i < SP; i++)
+		if (p->strides[i] > OPS_WINDOW_MAX || p->dilations[i] > OPS_WINDOW_MAX ||
+		    (i < p->nk && p->kernel[i] > OPS_WINDOW_MAX)) {
+			snprintf(err, errlen, "strides, dilations and kernel_shape must be <= %lld",
+			         (long long)OPS_WINDOW_MAX);
 			return -1;
 		}
 	return 0;
@@ -236,7 +243,7 @@ static int prepare_conv(struct ops_node *n, const Onnx__NodeProto *np,
 	if (prepare_window(n, np, err, errlen) ||
 	    ops_attr_int(np, "group", 1, &n->p.group, err, errlen))
 		return -1;
-	if (n->p.group < 1) {
+	if (n->p.group < 1 || n->p.group > OPS_WINDOW_MAX) {
 		snprintf(err, errlen, "group=%lld not supported", (long long)n->p.group);
 		return -1;
 	}

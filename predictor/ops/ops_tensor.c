@@ -156,6 +156,10 @@ static int run_slice(const struct ops_node *n, const struct tensor *const *in, s
 			snprintf(err, errlen, "step 0");
 			return -1;
 		}
+		if (k > d)
+			k = d + 1; /* same single element, no overflow below */
+		if (k < -d - 1)
+			k = -d - 1;
 		if (s < 0)
 			s = s < -d ? 0 : s + d;
 		if (e < 0)
@@ -163,11 +167,11 @@ static int run_slice(const struct ops_node *n, const struct tensor *const *in, s
 		if (k > 0) {
 			s = s > d ? d : s;
 			e = e < 0 ? 0 : (e > d ? d : e);
-			od[a] = e > s ? (e - s + k - 1) / k : 0;
+			od[a] = e > s ? (e - s - 1) / k + 1 : 0;
 		} else {
 			s = s > d - 1 ? d - 1 : s;
 			e = e > d - 1 ? d - 1 : e;
-			od[a] = s > e ? (s - e + (-k) - 1) / (-k) : 0;
+			od[a] = s > e ? (s - e - 1) / (-k) + 1 : 0;
 		}
 		st[a] = s;
 		step[a] = k;
@@ -281,13 +285,15 @@ static int run_range(const struct ops_node *n, const struct tensor *const *in, s
 	int64_t nn = cnt > 0 ? (int64_t)cnt : 0;
 	if (ops_new(out, in[0]->dtype, 1, &nn, err, errlen))
 		return -1;
+	uint64_t is = isf ? 0 : (uint64_t) * (const int64_t *)in[0]->data;
+	uint64_t id = isf ? 0 : (uint64_t) * (const int64_t *)in[2]->data;
+	float fs = isf ? *(const float *)in[0]->data : 0,
+	      fd = isf ? *(const float *)in[2]->data : 0;
 	for (int64_t i = 0; i < nn; i++) {
 		if (isf)
-			((float *)(*out)->data)[i] =
-			    *(const float *)in[0]->data + (float)i * *(const float *)in[2]->data;
-		else
-			((int64_t *)(*out)->data)[i] =
-			    *(const int64_t *)in[0]->data + i * *(const int64_t *)in[2]->data;
+			((float *)(*out)->data)[i] = fs + (float)i * fd;
+		else /* wraps instead of overflowing */
+			((int64_t *)(*out)->data)[i] = (int64_t)(is + (uint64_t)i * id);
 	}
 	return 0;
 }
@@ -429,8 +435,10 @@ static int run_pad(const struct ops_node *n, const struct tensor *const *in, str
 		return -1;
 	}
 	for (int d = 0; d < x->ndim; d++) {
-		od[d] = x->dims[d] + pads[d] + pads[x->ndim + d];
-		if (od[d] < 0 || pads[d] > INT32_MAX || pads[x->ndim + d] > INT32_MAX) {
+		int64_t pb = pads[d], pe = pads[x->ndim + d];
+		int big = pb > INT32_MAX || pe > INT32_MAX || pb < -INT32_MAX || pe < -INT32_MAX;
+		od[d] = big ? -1 : x->dims[d] + pb + pe;
+		if (od[d] < 0) {
 			snprintf(err, errlen, "bad pads for dimension %d", d);
 			return -1;
 		}
@@ -520,8 +528,10 @@ static int run_split(const struct ops_node *n, const struct tensor *const *in, s
 	}
 	int64_t total = 0;
 	for (int i = 0; i < ns; i++) {
-		if (sizes[i] < 0)
-			total = -1 - x->dims[axis];
+		if (sizes[i] < 0 || sizes[i] > x->dims[axis]) {
+			total = -1;
+			break;
+		}
 		total += sizes[i];
 	}
 	if ((size_t)ns != n->n_out || total != x->dims[axis]) {
