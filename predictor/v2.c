@@ -933,49 +933,59 @@ static const double v2_pow10[] = {
     1e35,  1e36,  1e37,  1e38,  1e39,  1e40,  1e41,  1e42,  1e43,  1e44,  1e45,  1e46,  1e47,
     1e48,  1e49,  1e50,  1e51,  1e52,  1e53,  1e54,  1e55,  1e56,  1e57,  1e58,  1e59,  1e60};
 
+/*
+ * The 9 significant digits of d > 0 (a float widened) into dig, trailing
+ * zeros dropped; returns how many are left and sets *e to the decimal
+ * exponent of the first. Nine digits always round-trip a float32 (their
+ * error, at most 1e-8 relative even after the double rounding below, is
+ * under half a float ulp, 3e-8), so they need not be the correctly rounded
+ * ones printf would pick: one multiply and an integer do, several times faster.
+ */
+static int float_digits(double d, char *dig, int *e)
+{
+	int x = (int)floor(log10(d));
+	uint64_t m = (uint64_t)llround(d * v2_pow10[8 - x + 30]);
+	if (m >= 1000000000u) { /* log10 rounded up across a power of ten */
+		m = (m + 5) / 10;
+		x++;
+	} else if (m < 100000000u) {
+		x--;
+		m = (uint64_t)llround(d * v2_pow10[8 - x + 30]);
+	}
+	for (int i = 8; i >= 0; i--, m /= 10)
+		dig[i] = (char)('0' + m % 10);
+	int n = 9;
+	while (n > 1 && dig[n - 1] == '0')
+		n--;
+	*e = x;
+	return n;
+}
+
 size_t v2_format_float(char *buf, float f)
 {
-	/*
-	 * Nine significant digits always round-trip a float32 (the decimal's
-	 * error, at most 5e-9 relative, is below half a float ulp, 3e-8), so
-	 * the digits need not be the correctly rounded ones printf would pick:
-	 * one double multiply and an integer do, several times faster.
-	 */
 	double d = f;
-	char *p = buf;
+	char *p = buf, dig[9];
+	int e, n;
 	if (!isfinite(d))
 		return (size_t)(memcpy(buf, "null", 5), 4);
 	if (signbit(d))
 		*p++ = '-';
-	d = fabs(d);
 	if (d == 0) {
 		*p++ = '0';
 		*p = 0;
 		return (size_t)(p - buf);
 	}
-	int e = (int)floor(log10(d));
-	uint64_t m = (uint64_t)llround(d * v2_pow10[8 - e + 30]);
-	if (m >= 1000000000u) { /* log10 rounded up across a power of ten */
-		m = (m + 5) / 10;
-		e++;
-	} else if (m < 100000000u) {
-		e--;
-		m = (uint64_t)llround(d * v2_pow10[8 - e + 30]);
-	}
-	char dig[10];
-	int n = 9;
-	for (int i = 8; i >= 0; i--, m /= 10)
-		dig[i] = (char)('0' + m % 10);
-	while (n > 1 && dig[n - 1] == '0')
-		n--;
-	if (e < -4 || e >= 9) { /* d.ddde-XX, as %g does */
+	n = float_digits(fabs(d), dig, &e);
+	if (e < -4 || e >= 9) { /* d.ddde-XX, as %g does; |e| <= 46 */
 		*p++ = dig[0];
-		if (n > 1) {
+		if (n > 1)
 			*p++ = '.';
-			memcpy(p, dig + 1, (size_t)n - 1);
-			p += n - 1;
-		}
-		p += sprintf(p, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
+		memcpy(p, dig + 1, (size_t)n - 1);
+		p += n - 1;
+		*p++ = 'e';
+		*p++ = e < 0 ? '-' : '+';
+		*p++ = (char)('0' + abs(e) / 10);
+		*p++ = (char)('0' + abs(e) % 10);
 	} else if (e < 0) { /* 0.000ddd */
 		*p++ = '0';
 		*p++ = '.';
@@ -986,11 +996,10 @@ size_t v2_format_float(char *buf, float f)
 	} else { /* ddd.ddd or ddd000 */
 		for (int i = 0; i <= e; i++)
 			*p++ = i < n ? dig[i] : '0';
-		if (n > e + 1) {
+		if (n > e + 1)
 			*p++ = '.';
-			memcpy(p, dig + e + 1, (size_t)(n - e - 1));
-			p += n - e - 1;
-		}
+		for (int i = e + 1; i < n; i++)
+			*p++ = dig[i];
 	}
 	*p = 0;
 	return (size_t)(p - buf);
