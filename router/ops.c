@@ -260,16 +260,17 @@ static int switch_allowed(const struct route_snapshot *cur, const char *name, ss
 		snprintf(err, errlen, "switch: no variant \"%.64s\" in %s", name, cur->cfg->file);
 		return -1;
 	}
+	/* resilience: a dead target is the first thing to say */
+	if (!route_variant_healthy(cur, (size_t)v) && !force) {
+		snprintf(err, errlen,
+		         "switch: %s has no healthy endpoint; use --force to switch anyway", name);
+		return -1;
+	}
 	if (cur->params.strategy != CONFIG_STRATEGY_BLUEGREEN && !force) {
 		snprintf(err, errlen,
 		         "switch: the strategy is %s; use promote, or switch %s --force to make it "
 		         "live for all traffic",
 		         config_strategy_name(cur->params.strategy), name);
-		return -1;
-	}
-	if (!route_variant_healthy(cur, (size_t)v) && !force) {
-		snprintf(err, errlen,
-		         "switch: %s has no healthy endpoint; use --force to switch anyway", name);
 		return -1;
 	}
 	return 0;
