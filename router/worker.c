@@ -28,6 +28,7 @@
 
 #include "log.h"
 #include "proxy.h"
+#include "tls.h"    /* resilience: TLS listener */
 #include "shadow.h" /* shadow (engineer F): shadow_worker_free */
 #include "stats.h"  /* observability: connection gauge */
 #include "upstream.h"
@@ -196,6 +197,8 @@ static int setup_http(struct worker *w, int listen_fd, const struct config *cfg)
 	if (w->http == NULL)
 		return -1;
 	evhttp_set_gencb(w->http, on_request, w);
+	if (cfg->tls.cert) /* resilience: each client connection starts with a TLS handshake */
+		evhttp_set_bevcb(w->http, tls_server_bevcb, NULL);
 	evhttp_set_default_content_type(w->http, NULL);
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
