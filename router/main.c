@@ -31,6 +31,7 @@
 #include "shadow.h" /* observability: shadow_log_reopen on SIGUSR1 */
 #include "stats.h"
 #include "status.h"
+#include "tls.h" /* resilience: TLS listener, certificate reload */
 #include "worker.h"
 
 struct main_ctx {
@@ -75,6 +76,12 @@ static void on_reload(evutil_socket_t sig, short events, void *arg)
 	struct main_ctx *m = arg;
 	char err[CONFIG_ERR_MAX];
 	log_info("SIGHUP: reloading %s", m->config_path);
+	/* resilience: new certificate for new connections; open ones keep theirs */
+	int trc = tls_server_reload(err, sizeof(err));
+	if (trc < 0)
+		log_error("SIGHUP: %s; the current certificate stays", err);
+	else if (trc == 0)
+		log_info("SIGHUP: TLS certificate reloaded");
 	if (ops_reload(m->ops, err, sizeof(err)) == 1)
 		log_info("reload: %s unchanged", m->config_path);
 }
@@ -155,6 +162,11 @@ static int setup(struct main_ctx *m, struct config *cfg)
 		log_error("%s: %s", cfg->file, err);
 		return -1;
 	}
+	/* resilience: the TLS context exists before a worker can accept */
+	if (cfg->tls.cert && tls_server_init(cfg->tls.cert, cfg->tls.key, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
 	if (start_workers(m, cfg) < 0)
 		return -1;
 	ops_set_stats(m->ops, m->stats); /* ops.c: counters for status/stats */
@@ -195,6 +207,7 @@ static void teardown(struct main_ctx *m)
 	for (size_t i = 0; m->workers && i < m->n_workers; i++)
 		worker_free(m->workers[i]);
 	free(m->workers);
+	tls_server_shutdown();    /* resilience: after the workers */
 	health_free(m->health);   /* resilience: before the loop and libcurl go */
 	ops_free(m->ops);         /* ops.c */
 	metrics_free(m->metrics); /* observability */
