@@ -358,6 +358,14 @@ static void do_model_meta(struct worker *w, struct evhttp_request *req)
 	reply(w, req, 200, "application/json");
 }
 
+/* The request's path, never NULL ("/" when evhttp has none). */
+static const char *req_path(struct evhttp_request *req)
+{
+	const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
+	const char *path = u ? evhttp_uri_get_path(u) : NULL;
+	return path && *path ? path : "/";
+}
+
 static void dispatch(struct worker *w, struct evhttp_request *req, enum route_kind kind)
 {
 	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -366,8 +374,7 @@ static void dispatch(struct worker *w, struct evhttp_request *req, enum route_ki
 	if (!ok) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
 		                  is_post ? "POST" : "GET, HEAD");
-		reply_error(w, req, 405, "%s: method not allowed (use %s)",
-		            evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)),
+		reply_error(w, req, 405, "%s: method not allowed (use %s)", req_path(req),
 		            is_post ? "POST" : "GET");
 		return;
 	}
@@ -409,9 +416,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 		            "Transfer-Encoding header");
 		return;
 	}
-	const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
-	if (!path || !*path)
-		path = "/";
+	const char *path = req_path(req);
 	enum route_kind kind = route(w, req, path);
 	if (kind == R_REPLIED)
 		return;
