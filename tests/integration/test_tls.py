@@ -3,7 +3,7 @@ openssl CLI.
 
 Listener: a Python ssl client and curl reach a backend through https; TLS 1.1 and
 plain HTTP are refused; a key that does not match the certificate stops the start
-with a message naming the files. Reload: SIGHUP loads a renewed certificate for new
+with a message naming the files. Reload: SIGHUP (and turnoutctl reload) loads a renewed certificate for new
 connections while an open keep-alive connection goes on working; a broken file on
 reload is refused and the current certificate stays.
 Upstream: an https:// endpoint is verified against upstream_tls.ca (200), refused
@@ -79,6 +79,7 @@ def main():
     d = harness.tmpdir()
     cert1, key1 = new_cert(d, "one")
     cert2, key2 = new_cert(d, "two")
+    admin_sock = os.path.join(d, "admin.sock")
     live_cert, live_key = os.path.join(d, "live.pem"), os.path.join(d, "live.key")
     shutil.copy(cert1, live_cert)
     shutil.copy(key1, live_key)
@@ -86,7 +87,8 @@ def main():
     blue = backend.start_backend("blue")
     router = backend.start_router(CONFIG.format(
         url=f"http://127.0.0.1:{blue.port}",
-        extra=f"tls:\n  cert: {live_cert}\n  key: {live_key}\n"))
+        extra=f"tls:\n  cert: {live_cert}\n  key: {live_key}\n").replace(
+            "admin:\n", f"admin:\n  socket: {admin_sock}\n"))
     port = router.port
 
     # A TLS client through the router to the backend.
@@ -167,6 +169,16 @@ def main():
     f.check(peer_fingerprint(port, cert2)[0] == fingerprint_of_file(cert2),
             "after a failed reload the listener keeps the renewed certificate")
     f.check(https_get(port, cert2)[0] == 200, "still serving after the failed reload")
+
+    # `turnoutctl reload` renews the certificate as SIGHUP does.
+    shutil.copy(cert1, live_cert)
+    shutil.copy(key1, live_key)
+    p = subprocess.run([harness.bin_path("turnoutctl"), "-s", admin_sock, "--json", "reload"],
+                       capture_output=True, text=True, timeout=20)
+    f.check(p.returncode == 0 and json.loads(p.stdout).get("tls") == "certificate reloaded",
+            f"turnoutctl reload renews the certificate ({p.stdout!r} {p.stderr!r})")
+    f.check(peer_fingerprint(port, cert1)[0] == fingerprint_of_file(cert1),
+            "new connections get the certificate of the admin reload")
     f.check(router.stop() == 0, "router exits 0 on SIGTERM")
 
     # A key that does not belong to the certificate: refused at start, naming both files.
