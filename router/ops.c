@@ -26,6 +26,7 @@
 #include "shadow.h"
 #include "state.h"
 #include "stats.h"
+#include "tls.h" /* resilience: reload the listener certificate too */
 #include "watch.h"
 
 struct ops {
@@ -646,9 +647,18 @@ static int do_reload(void *ctx, const struct admin_call *call, json_t *reply, ch
                      size_t errlen)
 {
 	struct ops *o = ctx;
+	/* resilience: `reload` also renews the TLS certificate (new connections only) */
+	char terr[512];
+	int trc = tls_server_reload(terr, sizeof(terr));
+	if (trc < 0)
+		log_error("reload: %s; the current certificate stays", terr);
 	int rc = ops_reload(o, err, errlen);
 	if (rc < 0)
 		return -1;
+	if (trc == 0)
+		json_object_set_new(reply, "tls", json_string("certificate reloaded"));
+	else if (trc < 0)
+		json_object_set_new(reply, "tls", json_string(terr));
 	json_object_set_new(reply, "result", json_string(rc == 0 ? "reloaded" : "unchanged"));
 	json_object_set_new(reply, "generation",
 	                    json_integer((json_int_t)route_current_generation()));
