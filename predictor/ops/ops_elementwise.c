@@ -1,7 +1,7 @@
 /*
  * ops_elementwise.c - element-wise operators: unary activations and math
  * (Relu, Sigmoid, Tanh, Exp, Clip, LeakyRelu, ...) and binary or variadic
- * arithmetic with numpy broadcasting (Add, Sub, Mul, Div, Pow, Max, Min, Sum,
+ * arithmetic with numpy broadcasting (Add, Sub, Mul, Div, Max, Min, Sum,
  * Mean, PRelu). Float32 throughout; Add/Sub/Mul/Div/Max/Min/Neg/Abs also on
  * int64, which shape arithmetic in exported graphs needs.
  *
@@ -188,7 +188,6 @@ BINARY_F(b_add, x + y)
 BINARY_F(b_sub, x - y)
 BINARY_F(b_mul, x *y)
 BINARY_F(b_div, x / y)
-BINARY_F(b_pow, powf(x, y))
 BINARY_F(b_max, x >= y || isnan(x) ? x : y)
 BINARY_F(b_min, x <= y || isnan(x) ? x : y)
 BINARY_F(b_prelu, x < 0.0f ? y * x : x)
@@ -358,7 +357,6 @@ static const struct binary_impl B_ADD = {b_add, bi_add, 0, 0, 0};
 static const struct binary_impl B_SUB = {b_sub, bi_sub, 0, 0, 0};
 static const struct binary_impl B_MUL = {b_mul, bi_mul, 0, 0, 0};
 static const struct binary_impl B_DIV = {b_div, bi_div, 1, 0, 0};
-static const struct binary_impl B_POW = {b_pow, NULL, 0, 0, 0};
 static const struct binary_impl B_PRELU = {b_prelu, NULL, 0, 0, 0};
 static const struct binary_impl B_MAX = {b_max, bi_max, 0, 0, 1};
 static const struct binary_impl B_MIN = {b_min, bi_min, 0, 0, 1};
@@ -418,7 +416,6 @@ const struct ops_kernel ops_elementwise_kernels[] = {
     BINARY("Sub", B_SUB),
     BINARY("Mul", B_MUL),
     BINARY("Div", B_DIV),
-    BINARY("Pow", B_POW),
     BINARY("PRelu", B_PRELU),
     VARIADIC("Max", B_MAX),
     VARIADIC("Min", B_MIN),
