@@ -190,6 +190,8 @@ static int setup(struct main_ctx *m, struct config *cfg)
 			log_error("%s", err);
 			return -1;
 		}
+		/* observability: /status also shows overrides, reloads, recent actions */
+		status_set_extra(m->status, metrics_status_extra, m->ops);
 	}
 	log_info("listening on %s:%d with %zu worker(s), strategy %s", cfg->listen_host,
 	         cfg->listen_port, m->n_workers, config_strategy_name(cfg->strategy));

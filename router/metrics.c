@@ -28,6 +28,7 @@
 
 #include "accesslog.h"
 #include "log.h"
+#include "ops.h"
 #include "route.h"
 #include "shadow.h"
 #include "stats.h"
@@ -540,6 +541,21 @@ static json_t *actions_json(void)
 	                      (json_int_t)ev_reload_ok, "reload_failures",
 	                      (json_int_t)ev_reload_fail, "rollbacks", (json_int_t)ev_rollbacks);
 	pthread_mutex_unlock(&ev_lock);
+	return j;
+}
+
+struct json_t *metrics_status_extra(void *ops)
+{
+	json_t *j = ops_status_json(ops);
+	json_t *ev = actions_json();
+	if (j == NULL || ev == NULL) {
+		json_decref(j);
+		json_decref(ev);
+		return NULL;
+	}
+	json_object_set(j, "recent_actions", json_object_get(ev, "actions"));
+	json_object_set(j, "rollbacks", json_object_get(ev, "rollbacks"));
+	json_decref(ev);
 	return j;
 }
 

@@ -53,6 +53,14 @@ char *metrics_render(struct stats *st, size_t *len);
  */
 char *metrics_history_json(struct metrics *m);
 
+/*
+ * The fields GET /status adds for the operator (status_set_extra): what ops
+ * reports (ops_status_json of ops, a struct ops * or NULL), "recent_actions"
+ * (oldest first) and "rollbacks". New reference; NULL on allocation failure.
+ * Main thread.
+ */
+struct json_t *metrics_status_extra(void *ops);
+
 /* Take one history sample now (what the 1 s timer does; tests call it). */
 void metrics_sample(struct metrics *m);
 

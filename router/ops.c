@@ -942,6 +942,20 @@ fail:
 	return NULL;
 }
 
+/* observability: what `turnoutctl status` shows beyond the snapshot, for GET /status. */
+json_t *ops_status_json(struct ops *o)
+{
+	json_t *j = json_object();
+	if (j == NULL || o == NULL)
+		return j;
+	json_object_set_new(j, "override", override_json(o));
+	json_object_set_new(j, "last_reload", reload_json(o));
+	json_object_set_new(j, "started_at", json_time(o->started_at));
+	json_object_set_new(j, "restart_pending",
+	                    o->pending[0] ? json_string(o->pending) : json_null());
+	return j;
+}
+
 void ops_free(struct ops *o)
 {
 	if (!o)

@@ -19,6 +19,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 struct event_base;
 struct stats;
 struct ops;
@@ -46,6 +48,14 @@ void ops_set_stats(struct ops *o, struct stats *stats);
  * running config stays.
  */
 int ops_reload(struct ops *o, char *err, size_t errlen);
+
+/*
+ * observability: the operations part of `turnoutctl status` ("override",
+ * "last_reload", "started_at", "restart_pending") as a new JSON object for
+ * GET /status (caller decrefs); an empty object when o is NULL, NULL on
+ * allocation failure. Main thread.
+ */
+json_t *ops_status_json(struct ops *o);
 
 /* Stop the admin socket and the watcher. Accepts NULL. */
 void ops_free(struct ops *o);

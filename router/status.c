@@ -23,6 +23,8 @@
 struct status {
 	struct evhttp *http;
 	struct stats *st;
+	status_extra_fn extra; /* observability: more fields for /status, may be NULL */
+	void *extra_arg;
 };
 
 static json_t *latency_json(const struct stats_hist *h)
@@ -64,6 +66,24 @@ static json_t *variant_json(const struct route_snapshot *s, size_t v, struct sta
 	return j;
 }
 
+/* observability: status_json plus the fields of s->extra (existing ones win). */
+static char *status_doc(struct status *s)
+{
+	char *base = status_json(s->st);
+	if (base == NULL || s->extra == NULL)
+		return base;
+	json_t *j = json_loads(base, 0, NULL), *more = s->extra(s->extra_arg);
+	char *out = NULL;
+	if (j && more && json_object_update_missing(j, more) == 0)
+		out = json_dumps(j, JSON_INDENT(2));
+	json_decref(j);
+	json_decref(more);
+	if (out == NULL)
+		return base;
+	free(base);
+	return out;
+}
+
 char *status_json(struct stats *st)
 {
 	struct route_snapshot *s = route_acquire();
@@ -99,7 +119,7 @@ static void on_status(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, 405, "only GET");
 		return;
 	}
-	char *doc = status_json(s->st);
+	char *doc = status_doc(s); /* observability: with the extra fields */
 	struct evbuffer *b = evbuffer_new();
 	if (doc == NULL || b == NULL) {
 		evhttp_send_error(req, 500, "out of memory");
@@ -145,6 +165,12 @@ void status_free(struct status *s)
 	if (s->http)
 		evhttp_free(s->http);
 	free(s);
+}
+
+void status_set_extra(struct status *s, status_extra_fn fn, void *arg)
+{
+	s->extra = fn;
+	s->extra_arg = arg;
 }
 
 struct evhttp *status_http(struct status *s)

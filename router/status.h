@@ -30,6 +30,14 @@ void status_free(struct status *s);
 struct evhttp *status_http(struct status *s);
 
 /*
+ * observability: fn(arg) returns a new JSON object whose fields are added to
+ * every /status document (fields /status already has are kept as they are;
+ * NULL from fn adds nothing). Main thread; fn runs on the main thread.
+ */
+typedef struct json_t *(*status_extra_fn)(void *arg);
+void status_set_extra(struct status *s, status_extra_fn fn, void *arg);
+
+/*
  * The /status document (caller frees with free()), or NULL on allocation
  * failure.
  */
