@@ -88,10 +88,21 @@ static const char *reason_of(int code)
 	return "Error";
 }
 
-/* Send what is in the request's output buffer; count it. */
+/*
+ * Send what is in the request's output buffer; count it. libevent 2.1 would
+ * send the body of a HEAD reply too: keep its length, drop the bytes.
+ */
 static void reply(struct worker *w, struct evhttp_request *req, int code, const char *ctype)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+	evhttp_add_header(h, "Content-Type", ctype);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		struct evbuffer *out = evhttp_request_get_output_buffer(req);
+		char len[24];
+		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(out));
+		evhttp_add_header(h, "Content-Length", len);
+		evbuffer_drain(out, evbuffer_get_length(out));
+	}
 	evhttp_send_reply(req, code, reason_of(code), NULL);
 	pmetrics_request(w->srv->metrics, w->index, code);
 }

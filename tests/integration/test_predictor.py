@@ -251,6 +251,14 @@ def check_metadata(p):
         F.check(st == 200 and json.loads(data) == want, f"GET {path}: {st} {data!r}")
     st, _, data = harness.http_request(p.port, "GET", "/v2")
     n += 1
+    # HEAD: headers only (a body would corrupt the next response on the connection)
+    c = Client(p.port)
+    st_h, body_h = c.request("HEAD", "/v2")
+    st_g, body_g = c.request("GET", "/v2")
+    c.close()
+    n += 2
+    F.check(st_h == 200 and body_h == b"" and st_g == 200 and body_g == data,
+            f"HEAD /v2 then GET /v2 on one connection: {st_h} {body_h!r} {st_g} {body_g!r}")
     meta = json.loads(data)
     F.check(st == 200 and meta.get("name") == "turnout-predictor" and "version" in meta
             and "extensions" in meta, f"server metadata {data!r}")
