@@ -69,6 +69,14 @@ def main():
         f.check({b for _, b in got} == {"green", "green2"}, f"{strategy}: green replicas round-robin")
         f.check(r.stop() == 0, f"{strategy}: router exits 0")
 
+    # ip stickiness: every request from 127.0.0.1 lands on the variant its bucket says.
+    r = backend.start_router(CONFIG.format(strategy="canary", percent=50, sticky="ip", **ports))
+    got = get_many(r.port, 100)
+    bucket = int.from_bytes(hashlib.sha256(b"modes" + b"\x00" + b"127.0.0.1").digest()[:8], "big") % 10000
+    want = "green" if bucket < 5000 else "blue"
+    f.check(all(v == want for v, _ in got), f"ip: 100 of 100 requests on {want} (bucket {bucket}; got {sorted(set(got))})")
+    f.check(r.stop() == 0, "router exits 0")
+
     # Cookie stickiness at 50%: each cookie value always lands on one variant.
     r = backend.start_router(CONFIG.format(strategy="canary", percent=50, sticky="cookie:uid", **ports))
     rng = random.Random()
