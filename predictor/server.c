@@ -523,7 +523,8 @@ static int worker_init(struct server *s, struct worker *w, char *err, size_t err
 	evhttp_set_flags(w->http, EVHTTP_SERVER_LINGERING_CLOSE);
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+	                                        EVHTTP_REQ_TRACE);
 	evhttp_set_gencb(w->http, on_request, w);
 	if (!evhttp_accept_socket_with_handle(w->http, w->fd)) {
 		snprintf(err, errlen, "worker %zu: cannot accept on its socket", w->index);

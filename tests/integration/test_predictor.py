@@ -205,6 +205,7 @@ BAD = [
     ("GET on infer", "GET", "/v2/models/digits/infer", None, 405, "method not allowed"),
     ("POST on health", "POST", "/v2/health/live", b"{}", 405, "method not allowed"),
     ("DELETE on model", "DELETE", "/v2/models/digits", None, 405, "method not allowed"),
+    ("TRACE on server metadata", "TRACE", "/v2", None, 405, "method not allowed"),
 ]
 
 
