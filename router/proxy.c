@@ -423,8 +423,16 @@ static void copy_response_headers(struct proxy_req *pr, const struct evkeyvalq *
 
 /* observability: one access log line per answered live request; call before the
  * reply is sent (evhttp may free req with it). */
-static void access_log(const struct proxy_req *pr, int status, uint64_t bytes, uint64_t latency)
+static void access_log(const struct proxy_req *pr, int status, uint64_t bytes, uint64_t latency,
+                       int shadow)
 {
+	static const char *const shadow_text[SHADOW_DROP_N + 1] = {
+	    [SHADOW_DROP_BUDGET] = "dropped:budget",
+	    [SHADOW_DROP_BYTES] = "dropped:bytes",
+	    [SHADOW_DROP_NO_ENDPOINT] = "dropped:no_endpoint",
+	    [SHADOW_DROP_INTERNAL] = "dropped:internal",
+	    [SHADOW_DROP_N] = "mirrored",
+	};
 	if (!accesslog_enabled())
 		return;
 	const struct route_variant *v = &pr->snap->variants[pr->variant];
@@ -435,6 +443,7 @@ static void access_log(const struct proxy_req *pr, int status, uint64_t bytes, u
 	    .path = evhttp_request_get_uri(pr->req),
 	    .variant = v->name,
 	    .endpoint = pr->endpoint >= 0 ? v->endpoints[pr->endpoint].cfg->url : NULL,
+	    .shadow = shadow >= 0 && shadow <= SHADOW_DROP_N ? shadow_text[shadow] : NULL,
 	    .status = status,
 	    .latency_us = latency,
 	    .bytes = bytes,
@@ -466,7 +475,7 @@ static void answer_upstream_error(struct proxy_req *pr, const struct upstream_re
 	         upstream_err_name(res->err), res->detail);
 	log_warn("proxy: request %s: %s", pr->request_id, msg);
 	stats_error(pr->w->shard, v->stats_slot, stats_cause(res->err));
-	access_log(pr, code, 0, now_us() - pr->start_us); /* observability */
+	access_log(pr, code, 0, now_us() - pr->start_us, -1); /* observability */
 	send_error(pr->w, pr->req, code, v->name, upstream_err_name(res->err), msg, pr->request_id,
 	           pr->w->draining);
 	stats_record(pr->w->shard, v->stats_slot, code, now_us() - pr->start_us);
@@ -572,9 +581,10 @@ static void on_upstream_done(const struct upstream_result *res, void *arg)
 	 * go here, e.g. shadow_after_live(&live). Must not block or drain
 	 * live.resp_body.
 	 */
-	shadow_after_live(&live); /* shadow (engineer F): copies and submits only */
+	/* shadow (engineer F): copies and submits only; observability: its outcome is logged */
+	int shadow = shadow_after_live(&live);
 	copy_response_headers(pr, res->headers);
-	access_log(pr, (int)res->status, evbuffer_get_length(res->body), live.latency_us);
+	access_log(pr, (int)res->status, evbuffer_get_length(res->body), live.latency_us, shadow);
 	proxy_send_reply(pr->w, pr->req, (int)res->status, res->body);
 	stats_record(pr->w->shard, pr->snap->variants[pr->variant].stats_slot, (int)res->status,
 	             live.latency_us);
@@ -627,7 +637,7 @@ static int route_request(struct proxy_req *pr)
 		snprintf(msg, sizeof(msg), "variant '%s' has no healthy endpoint", name);
 		stats_record(pr->w->shard, s->variants[pr->variant].stats_slot, 503,
 		             now_us() - pr->start_us);
-		access_log(pr, 503, 0, now_us() - pr->start_us); /* observability */
+		access_log(pr, 503, 0, now_us() - pr->start_us, -1); /* observability */
 		send_error(pr->w, pr->req, 503, name, "no_healthy_endpoint", msg, pr->request_id,
 		           0);
 		return -1;

@@ -520,19 +520,19 @@ static void ctx_link(struct shadow_worker *sw, struct shadow_ctx *c, struct shad
 	sw->inflight_bytes += c->bytes;
 }
 
-void shadow_after_live(const struct proxy_live *live)
+int shadow_after_live(const struct proxy_live *live)
 {
 	struct route_snapshot *s = live->snap;
 	const struct route_params *p = &s->params;
 	if (p->shadow_bp == 0 || p->candidate < 0 || (size_t)p->candidate == live->variant)
-		return;
+		return -1;
 	if (shadow_bucket(s, live) >= p->shadow_bp)
-		return;
+		return -1;
 	size_t cand = (size_t)p->candidate;
 	int slot = s->variants[cand].stats_slot;
 	struct shadow_worker *sw = worker_state(live->w);
 	if (!sw || slot < 0 || slot >= STATS_MAX_SLOTS)
-		return;
+		return -1;
 	struct shadow_slot *sl = &sw->slots[slot];
 	struct shadow_rules *rules = rules_for(sw, s);
 	size_t n_rules = rules ? compare_rules_count(rules->rules) : s->cfg->shadow.n_rules;
@@ -552,9 +552,10 @@ void shadow_after_live(const struct proxy_live *live)
 	}
 	if (why >= 0) {
 		drop(sl, (enum shadow_drop)why, n_rules);
-		return;
+		return why; /* observability: the access log's "shadow" */
 	}
 	inc(&sl->mirrored, 1);
+	return SHADOW_DROP_N;
 }
 
 void shadow_worker_free(struct worker *w)

@@ -75,7 +75,12 @@ struct shadow_variant_stats {
  * mirror, and if so copies what it needs and submits the mirror. Never
  * blocks, never alters live (its response body is only copied).
  */
-void shadow_after_live(const struct proxy_live *live);
+/*
+ * observability: returns what happened, for the access log: -1 not sampled
+ * (or no candidate), SHADOW_DROP_N mirrored, else the enum shadow_drop reason
+ * the mirror was dropped for.
+ */
+int shadow_after_live(const struct proxy_live *live);
 
 /*
  * Free w's shadow state (in-flight mirror contexts included; their transfers

@@ -1,10 +1,12 @@
 """Metrics, access log and reload counters of the real router, scraped by real Prometheus.
 
-A router (canary 30%, two real backends, 2 workers, access log to a file) gets
+A router (canary 30%, every stable request mirrored to the candidate, two real
+backends, 2 workers, access log to a file) gets
 a known number of requests (some answered 404 by the backend). Then:
 - /metrics passes `promtool check metrics`, and turnout_requests_total per
   variant and code equals what the clients saw (X-Turnout-Variant), exactly;
-  the duration histogram counts the same; traffic_percent and health gauges
+  the duration histogram counts the same; every stable request was mirrored
+  and compared (shadow counters); traffic_percent and health gauges
   match the config; reloads (good and refused) and the generation are counted.
 - Prometheus (Debian's binary) scrapes the admin port every 1 s; the query
   sum(turnout_requests_total) returns the number of requests sent.
@@ -44,6 +46,10 @@ stable: blue
 candidate: green
 canary:
   percent: {percent}
+shadow:
+  percent: 100
+  compare:
+    - {{{{ path: "path", mode: exact }}}}
 """
 
 N_OK = 300
@@ -117,6 +123,8 @@ def check_access_log(F, path, results):
             "client and method logged")
     F.check(len({x["request_id"] for x in lines}) == len(lines), "request ids are unique")
     F.check(all(x["bytes"] > 0 for x in lines if x["status"] == 200), "bytes logged")
+    F.check(all(x["shadow"] == ("mirrored" if x["variant"] == "blue" else None) for x in lines),
+            "shadow outcome logged: stable requests mirrored, candidate requests not")
 
 
 def prometheus_sum(prom_port):
@@ -196,6 +204,18 @@ def main():
         F.check(got == n, f"duration histogram count {var}: {got} == {n}")
         got = value(m, f'turnout_request_duration_seconds_bucket{{variant="{var}",le="+Inf"}}')
         F.check(got == n, f"duration +Inf bucket {var}: {got} == {n}")
+    n_blue = sum(c for (v, _), c in seen.items() if v == "blue")
+    got = value(m, 'turnout_shadow_requests_total{variant="green"}')
+    F.check(got == n_blue, f"every stable request mirrored to green: {got} == {n_blue}")
+
+    def compared():
+        t = get_metrics(r.admin_port)[1]
+        return sum(value(t, f'turnout_shadow_comparisons_total{{variant="green",result="{x}"}}')
+                   for x in ("agree", "disagree", "error"))
+    harness.wait_for(lambda: compared() == n_blue, timeout=15, what="every mirror compared")
+    m = get_metrics(r.admin_port)[1]
+    got = value(m, 'turnout_shadow_rule_comparisons_total{variant="green",rule="path",result="agree"}')
+    F.check(got == n_blue, f"rule 'path' agrees on every pair: {got} == {n_blue}")
     F.check(value(m, 'turnout_traffic_percent{variant="blue"}') == 70, "blue traffic 70%")
     F.check(value(m, 'turnout_traffic_percent{variant="green"}') == 30, "green traffic 30%")
     F.check(value(m, f'turnout_variant_healthy{{variant="green",endpoint="http://127.0.0.1:{green.port}"}}') == 1,
