@@ -71,9 +71,9 @@ static void test_long_line_truncated(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_level),
-		cmocka_unit_test(test_line_format_and_filter),
-		cmocka_unit_test(test_long_line_truncated),
+	    cmocka_unit_test(test_parse_level),
+	    cmocka_unit_test(test_line_format_and_filter),
+	    cmocka_unit_test(test_long_line_truncated),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
