@@ -382,7 +382,7 @@ static int build_node(struct loader *L, const Onnx__NodeProto *np, const char *l
 	for (size_t j = 0; j < n->n_in; j++) {
 		n->in[j] = -1;
 		if (!*np->input[j]) {
-			if ((int)j < k->min_in) {
+			if ((int)j < k->min_in || k->max_in < 0) {
 				snprintf(L->err, L->errlen,
 				         "%s: node '%s' (%s): input %zu is required", m->path,
 				         label, op, j);

@@ -103,7 +103,8 @@ static int prepare_slice(struct ops_node *n, const Onnx__NodeProto *np,
 			return -1;
 		}
 		n->p.npads = ns;
-	} else if (n->n_in < 3) {
+	} else if (n->n_in < 3 || in_types[1] == TENSOR_UNDEFINED ||
+	           in_types[2] == TENSOR_UNDEFINED) {
 		snprintf(err, errlen, "inputs starts and ends are required");
 		return -1;
 	}
@@ -384,7 +385,7 @@ static int prepare_pad(struct ops_node *n, const Onnx__NodeProto *np,
 	    (ops_attr_ints(np, "pads", n->p.pads, 2 * TENSOR_MAX_DIMS, &n->p.npads, err, errlen) ||
 	     ops_attr_float(np, "value", 0.0f, &n->p.alpha, err, errlen)))
 		return -1;
-	if (!n->p.legacy && n->n_in < 2) {
+	if (!n->p.legacy && (n->n_in < 2 || in_types[1] == TENSOR_UNDEFINED)) {
 		snprintf(err, errlen, "input 'pads' is required");
 		return -1;
 	}

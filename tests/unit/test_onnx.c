@@ -321,6 +321,24 @@ static void test_graph_errors(void **state)
 	mb_node(&b, "Add", "a", (const char *[]){"x", "ghost", NULL}, (const char *[]){"y", NULL});
 	mb_output(&b, "y", TENSOR_FLOAT);
 	expect_refused(&b, "node 'a' (Add): input 'ghost' is not produced", NULL);
+	/* an omitted input where the operator needs one */
+	mb_init(&b, 13);
+	mb_input(&b, "x", 1, (int64_t[]){2});
+	Onnx__NodeProto *cat = mb_node(&b, "Concat", "cat", (const char *[]){"x", "", "x", NULL},
+	                               (const char *[]){"y", NULL});
+	Onnx__AttributeProto *ax =
+	    mb_attr(&b, cat, "axis", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT);
+	ax->has_i = 1;
+	mb_output(&b, "y", TENSOR_FLOAT);
+	expect_refused(&b, "node 'cat' (Concat): input 1 is required", NULL);
+	mb_init(&b, 13);
+	mb_input(&b, "x", 1, (int64_t[]){2});
+	mb_input(&b, "s", 1, (int64_t[]){1});
+	b.tt[1].elem_type = TENSOR_INT64;
+	mb_node(&b, "Slice", "sl", (const char *[]){"x", "s", "", NULL},
+	        (const char *[]){"y", NULL});
+	mb_output(&b, "y", TENSOR_FLOAT);
+	expect_refused(&b, "node 'sl' (Slice): inputs starts and ends are required", NULL);
 	/* a cycle */
 	mb_init(&b, 13);
 	mb_input(&b, "x", 1, (int64_t[]){2});
