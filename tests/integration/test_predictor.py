@@ -416,14 +416,22 @@ def check_doc_examples(p):
     """The curl examples of docs/PREDICTOR.md run as written (port substituted)."""
     blocks = doc_curl_blocks()
     F.check(len(blocks) >= 8, f"docs/PREDICTOR.md has curl examples ({len(blocks)})")
-    n = 0
+    n, out = 0, b""
     for b in blocks:
         script = b.replace("127.0.0.1:9001", f"127.0.0.1:{p.port}")
         r = subprocess.run(["sh", "-e", "-c", script], capture_output=True, timeout=60,
                            cwd=harness.SRC_DIR)
         n += script.count("curl ")
+        out += r.stdout
         F.check(r.returncode == 0 and r.stdout.strip(),
                 f"doc example runs: {b.strip()[:80]!r}: exit {r.returncode} {r.stderr[:200]!r}")
+    # and they print what the doc says they print
+    for needle in [b'{"live":true}', b'"platform":"onnx"', b'"id":"sample-0"',
+                   b'{"name":"label","datatype":"INT64","shape":[1],"data":[7]}',
+                   b'{"name":"label","datatype":"INT64","shape":[2],"data":[6,3]}',
+                   b'{"error":"inputs[0].shape: expected [N,64], got [1,63]"}', b"\n404\n",
+                   b'predictor_requests_total{code="200"}']:
+        F.check(needle in out, f"doc examples print {needle!r}")
     return n
 
 
