@@ -73,12 +73,9 @@ struct shadow_variant_stats {
  * The SHADOW HOOK: called by proxy.c on the worker's thread when a live
  * exchange completed, before the live reply is sent. Decides whether to
  * mirror, and if so copies what it needs and submits the mirror. Never
- * blocks, never alters live (its response body is only copied).
- */
-/*
- * observability: returns what happened, for the access log: -1 not sampled
- * (or no candidate), SHADOW_DROP_N mirrored, else the enum shadow_drop reason
- * the mirror was dropped for.
+ * blocks, never alters live (its response body is only copied). Returns what
+ * happened, for the access log: -1 not sampled (or no candidate),
+ * SHADOW_DROP_N mirrored, else the enum shadow_drop reason it was dropped for.
  */
 int shadow_after_live(const struct proxy_live *live);
 
