@@ -496,7 +496,9 @@ static void drop(struct shadow_slot *sl, enum shadow_drop why, size_t n_rules)
 /* Whether a mirror may start now: -1 if so, else the reason to drop it. */
 static int mirror_budget(const struct shadow_worker *sw, const struct proxy_live *live)
 {
-	size_t need = evbuffer_get_length(live->resp_body) + live->req_body_len;
+	size_t resp = evbuffer_get_length(live->resp_body);
+	/* what ctx_new will hold: a live body over COMPARE_BODY_MAX is not copied */
+	size_t need = (resp > COMPARE_BODY_MAX ? 0 : resp) + live->req_body_len;
 	if (sw->inflight >= live->snap->cfg->shadow.max_inflight)
 		return SHADOW_DROP_BUDGET;
 	if (sw->inflight_bytes + need > SHADOW_INFLIGHT_BYTES_MAX)
