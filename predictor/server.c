@@ -33,14 +33,16 @@
 #define SERVER_MAX_PATH    1024
 #define SERVER_MAX_SEGS    8
 #define SERVER_BACKLOG     1024
+#define SERVER_DRAIN_MS    300 /* on stop: time for replies in flight to be written */
 
 struct worker {
 	struct server *srv;
 	size_t index;
 	struct event_base *base;
 	struct evhttp *http;
-	int fd;               /* owned until evhttp accepts it */
-	struct tensor **outs; /* scratch, n_outputs, empty between requests */
+	int fd;                            /* owned until evhttp accepts it */
+	struct evhttp_bound_socket *bound; /* evhttp's listener on fd */
+	struct tensor **outs;              /* scratch, n_outputs, empty between requests */
 	pthread_t tid;
 	int started;
 };
@@ -526,7 +528,7 @@ static int worker_init(struct server *s, struct worker *w, char *err, size_t err
 	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
 	                                        EVHTTP_REQ_TRACE);
 	evhttp_set_gencb(w->http, on_request, w);
-	if (!evhttp_accept_socket_with_handle(w->http, w->fd)) {
+	if (!(w->bound = evhttp_accept_socket_with_handle(w->http, w->fd))) {
 		snprintf(err, errlen, "worker %zu: cannot accept on its socket", w->index);
 		return -1;
 	}
@@ -650,13 +652,32 @@ int server_start(struct server *s, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Runs in the worker's own thread (evhttp is not thread-safe): stop
+ * accepting, then give replies still being written SERVER_DRAIN_MS to reach
+ * their clients before the loop ends.
+ */
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct timeval grace = {0, SERVER_DRAIN_MS * 1000};
+	if (w->bound) {
+		evhttp_del_accept_socket(w->http, w->bound);
+		w->bound = NULL;
+	}
+	event_base_loopexit(w->base, &grace);
+}
+
 void server_stop(struct server *s)
 {
 	if (!s || !s->workers)
 		return;
-	for (size_t i = 0; i < s->n_workers; i++)
-		if (s->workers[i].started)
-			event_base_loopbreak(s->workers[i].base);
+	struct timeval now = {0, 0};
+	for (size_t i = 0; i < s->n_workers; i++) {
+		struct worker *w = &s->workers[i];
+		if (w->started && event_base_once(w->base, -1, EV_TIMEOUT, on_stop, w, &now) < 0)
+			event_base_loopbreak(w->base);
+	}
 	for (size_t i = 0; i < s->n_workers; i++) {
 		if (s->workers[i].started)
 			pthread_join(s->workers[i].tid, NULL);
