@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <yaml.h>
 
@@ -1199,7 +1200,11 @@ static const struct key root_keys[] = {
 static void parse_section(struct ctx *c, yaml_node_t *map, const yaml_mark_t *where,
                           const struct key *table, char *base);
 
-/* Apply every row's default (recursing into sections); defaults are code, so failing aborts. */
+/*
+ * Apply every row's default (recursing into sections). A default is parsed
+ * like a written value, so it can only fail for lack of memory (or a wrong
+ * table, which test_defaults catches).
+ */
 static void apply_defaults(struct ctx *c, const struct key *table, char *base)
 {
 	char why[256];
@@ -1208,7 +1213,7 @@ static void apply_defaults(struct ctx *c, const struct key *table, char *base)
 			apply_defaults(c, k->sub, base + k->off);
 		else if (k->def && set_scalar(c, k, base, NULL, k->def, strlen(k->def), 0, why,
 		                              sizeof(why)) != 0)
-			abort();
+			error_at(c, NULL, "default of %s: %s", k->name, why);
 	}
 }
 
@@ -1611,6 +1616,11 @@ static void check_config(struct ctx *c, yaml_node_t *root)
 static void syntax_error(struct ctx *c, yaml_parser_t *p)
 {
 	yaml_mark_t m = p->problem_mark;
+	/* libyaml's loader fails some allocations without setting an error. */
+	if (p->error == YAML_MEMORY_ERROR || p->error == YAML_NO_ERROR) {
+		error_at(c, NULL, "out of memory");
+		return;
+	}
 	if (p->error == YAML_READER_ERROR) {
 		/* Reader errors carry a byte offset, not a line: count it out. */
 		m.line = m.column = 0;
@@ -1776,8 +1786,10 @@ static int hash_hex(const char *buf, size_t len, char out[65])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
-	if (EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+	if (EVP_Digest(buf, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
+		ERR_clear_error(); /* leave no stale error for the thread's next TLS call */
 		return -1;
+	}
 	for (unsigned i = 0; i < mdlen; i++)
 		snprintf(out + 2 * i, 3, "%02x", md[i]);
 	return 0;
@@ -1811,7 +1823,7 @@ struct config *config_load_buffer(const char *name, const char *buf, size_t len,
 		goto fail;
 	}
 	if (hash_hex(buf, len, cfg->hash_hex) != 0) {
-		error_at(&c, NULL, "sha256 failed");
+		error_at(&c, NULL, "cannot compute the sha256 (out of memory)");
 		goto fail;
 	}
 	c.cfg = cfg;

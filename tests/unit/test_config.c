@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -829,6 +830,136 @@ static void test_huge_inputs(void **state)
 	free(y);
 }
 
+/* ---------------------------------------------------------------- allocation failure */
+
+/*
+ * Fail each allocation in turn (curl's runtests -t): the loader must refuse
+ * with a message, leak nothing and never crash, whichever allocation fails.
+ * malloc is replaced for the whole program by forwarding to glibc's own
+ * __libc_* functions, so it runs only without ASan, which owns malloc there.
+ */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(memory_sanitizer)
+#define TEST_CONFIG_OWNS_NO_MALLOC 1 /* clang's sanitizers own malloc */
+#endif
+#endif
+#if !defined(__SANITIZE_ADDRESS__) && !defined(TEST_CONFIG_OWNS_NO_MALLOC) && defined(__GLIBC__)
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+extern void __libc_free(void *p);
+
+static long alloc_fail_at = -1; /* index of the allocation to fail, -1 = none */
+static long alloc_count;        /* allocations since armed */
+static long alloc_live;         /* allocated minus freed blocks since armed */
+static void *alloc_fail_caller; /* the code that got the NULL */
+
+/* Where a debugger stops to see who got the NULL: "break on_injected_failure". */
+__attribute__((noinline)) static void on_injected_failure(void)
+{
+	__asm__ volatile("");
+}
+
+static int alloc_fails(void *caller)
+{
+	if (alloc_fail_at < 0 || alloc_count++ != alloc_fail_at)
+		return 0;
+	alloc_fail_caller = caller;
+	on_injected_failure();
+	return 1;
+}
+
+/*
+ * Was the NULL handed to libyaml or OpenSSL? Their own failure paths may leak
+ * (libyaml 0.2.5's loader drops a half-built mapping's pair stack when the
+ * node stack cannot grow); ours, including libc's strdup, must not.
+ */
+static int failed_in_library(void)
+{
+	Dl_info info;
+	if (!dladdr(alloc_fail_caller, &info) || info.dli_fname == NULL)
+		return 0;
+	return strstr(info.dli_fname, "libyaml") != NULL ||
+	       strstr(info.dli_fname, "libcrypto") != NULL;
+}
+
+void *malloc(size_t n)
+{
+	if (alloc_fails(__builtin_return_address(0)))
+		return NULL;
+	void *p = __libc_malloc(n);
+	alloc_live += p != NULL;
+	return p;
+}
+
+void *calloc(size_t n, size_t size)
+{
+	if (alloc_fails(__builtin_return_address(0)))
+		return NULL;
+	void *p = __libc_calloc(n, size);
+	alloc_live += p != NULL;
+	return p;
+}
+
+void *realloc(void *old, size_t n)
+{
+	if (alloc_fails(__builtin_return_address(0)))
+		return NULL;
+	void *p = __libc_realloc(old, n);
+	alloc_live += (old == NULL && p != NULL) - (old != NULL && n == 0 && p == NULL);
+	return p;
+}
+
+void free(void *p)
+{
+	alloc_live -= p != NULL;
+	__libc_free(p);
+}
+
+static void test_allocation_failures(void **state)
+{
+	/* Warm up: OpenSSL and libc allocate once, on first use, and keep it. */
+	struct config *ref = load_ok(full_yaml);
+	long i, total = -1, library_leaks = 0;
+	for (i = 0; i < 100000 && total < 0; i++) {
+		long live_before = alloc_live;
+		alloc_count = 0;
+		alloc_fail_at = i;
+		struct config *cfg = load(full_yaml);
+		long used = alloc_count;
+		alloc_fail_at = -1;
+		if (cfg != NULL) {
+			/* OpenSSL tolerates some failures inside EVP; the result is whole. */
+			assert_string_equal(cfg->hash_hex, ref->hash_hex);
+			assert_int_equal(cfg->n_variants, ref->n_variants);
+			assert_int_equal(cfg->shadow.n_rules, ref->shadow.n_rules);
+			assert_string_equal(cfg->log_level, ref->log_level);
+			if (used <= i)
+				total = i; /* nothing failed: past the last allocation */
+		} else if (!has_error("t.yaml", "out of memory")) {
+			fail_msg("allocation %ld failed, but the error does not say so:\n%s", i,
+			         err);
+		}
+		config_free(cfg);
+		if (alloc_live != live_before && failed_in_library())
+			library_leaks++;
+		else if (alloc_live != live_before)
+			fail_msg("allocation %ld failed: %ld blocks leaked", i,
+			         alloc_live - live_before);
+	}
+	config_free(ref);
+	assert_true(total > 100); /* the loop did walk through real allocations */
+	print_message(
+	    "failed each of %ld allocations in turn (%ld leaked inside libyaml/OpenSSL)\n", total,
+	    library_leaks);
+}
+#else
+static void test_allocation_failures(void **state)
+{
+	skip();
+}
+#endif
+
 /* ---------------------------------------------------------------- files */
 
 static void test_load_file(void **state)
@@ -940,6 +1071,7 @@ int main(void)
 	    cmocka_unit_test(test_many_errors),
 	    cmocka_unit_test(test_deep_nesting),
 	    cmocka_unit_test(test_huge_inputs),
+	    cmocka_unit_test(test_allocation_failures),
 	    cmocka_unit_test(test_load_file),
 	    cmocka_unit_test(test_examples),
 	};
