@@ -6,6 +6,7 @@
  * thread inherits the mask; it then waits for one with sigwait() and shuts
  * the workers down from ordinary code, not from a signal handler.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <getopt.h>
@@ -25,6 +26,7 @@
 
 #define MAX_MODEL_BYTES  ((size_t)2 << 30) /* protobuf-c's own limit */
 #define MAX_BODY_LIMIT   ((size_t)1 << 30)
+#define MAX_CARD_BYTES   ((size_t)1 << 20)
 #define DEFAULT_MAX_BODY ((size_t)4 << 20)
 #define CONN_TIMEOUT_S   30
 
@@ -48,7 +50,8 @@ static void usage(FILE *f)
 	        "  --listen HOST:PORT    address to listen on ([::1]:PORT for IPv6)\n"
 	        "  --version V           model version served (default 1)\n"
 	        "  --threads N           worker threads, 1..%d (default: number of CPUs)\n"
-	        "  --sha256 HEX          refuse to start unless the model file has this SHA-256\n"
+	        "  --sha256 HEX|card     refuse to start unless the model file has this SHA-256\n"
+	        "                        (card: the sha256 row of the model card FILE.md)\n"
 	        "  --max-body SIZE       largest request body, e.g. 512k, 4m (default 4m)\n"
 	        "  --input-range MIN:MAX training range of input values, for the\n"
 	        "                        predictor_inputs_out_of_range_total metric\n"
@@ -192,8 +195,9 @@ static int set_opt(struct opts *o, int c, const char *arg)
 	}
 	case OPT_SHA:
 		o->sha256 = arg;
-		if (strlen(arg) != 64 || strspn(arg, "0123456789abcdefABCDEF") != 64)
-			return flag_error("--sha256", arg, "expected 64 hex digits");
+		if (strcmp(arg, "card") != 0 &&
+		    (strlen(arg) != 64 || strspn(arg, "0123456789abcdefABCDEF") != 64))
+			return flag_error("--sha256", arg, "expected 64 hex digits or 'card'");
 		return 0;
 	case OPT_BODY:
 		return parse_size(arg, &o->max_body) == 0
@@ -299,15 +303,77 @@ static int check_sha256(const char *path, const unsigned char *buf, size_t len, 
 	return 0;
 }
 
+/* The first 64-hex-digit word on a line of s that mentions sha256, into hex (65 bytes). */
+static int find_sha_line(const char *s, size_t len, char *hex)
+{
+	const char *end = s + len;
+	for (const char *line = s; line < end;) {
+		const char *nl = memchr(line, '\n', (size_t)(end - line));
+		nl = nl ? nl : end;
+		for (const char *p = line; memmem(line, (size_t)(nl - line), "sha256", 6) && p < nl;
+		     p++) {
+			size_t k = 0;
+			while (p + k < nl && isxdigit((unsigned char)p[k]))
+				k++;
+			if (k == 64 && (p == line || !isxdigit((unsigned char)p[-1]))) {
+				memcpy(hex, p, 64);
+				hex[64] = 0;
+				return 0;
+			}
+			p += k;
+		}
+		line = nl + 1;
+	}
+	return -1;
+}
+
+/*
+ * "--sha256 card": the expected hash comes from the model card beside the
+ * model (models/digits-v1.onnx -> models/digits-v1.md, the "| sha256 |
+ * `HEX` |" row). Fills hex (65 bytes); -1 with err naming the card.
+ */
+static int card_sha256(const char *model, char *card, size_t cardlen, char *hex, char *err,
+                       size_t errlen)
+{
+	size_t n = strlen(model), len = 0;
+	if (n > 5 && strcmp(model + n - 5, ".onnx") == 0)
+		n -= 5;
+	if (n + 4 > cardlen) {
+		snprintf(err, errlen, "%s: path too long", model);
+		return -1;
+	}
+	memcpy(card, model, n);
+	strcpy(card + n, ".md");
+	unsigned char *buf = read_file(card, &len, err, errlen);
+	if (!buf)
+		return -1;
+	int rc = len <= MAX_CARD_BYTES ? find_sha_line((const char *)buf, len, hex) : -1;
+	free(buf);
+	if (rc < 0)
+		snprintf(err, errlen,
+		         "%.400s: no line with 'sha256' and 64 hex digits (model card)", card);
+	return rc;
+}
+
 static struct onnx_model *load_model(const struct opts *o, char *err, size_t errlen)
 {
+	char card[PATH_MAX], hex[65];
+	const char *want = o->sha256;
+	if (want && strcmp(want, "card") == 0) {
+		if (card_sha256(o->model, card, sizeof(card), hex, err, errlen) < 0)
+			return NULL;
+		want = hex;
+	}
 	size_t len = 0;
 	unsigned char *buf = read_file(o->model, &len, err, errlen);
 	if (!buf)
 		return NULL;
 	struct onnx_model *m = NULL;
-	if (!o->sha256 || check_sha256(o->model, buf, len, o->sha256, err, errlen) == 0)
+	if (!want || check_sha256(o->model, buf, len, want, err, errlen) == 0)
 		m = onnx_model_load_buffer(o->model, buf, len, err, errlen);
+	else if (want == hex)
+		snprintf(err + strlen(err), errlen - strlen(err), " (expected hash from %.400s)",
+		         card);
 	free(buf);
 	return m;
 }

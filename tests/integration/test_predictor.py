@@ -338,6 +338,29 @@ def check_sha256():
     F.check(p.alive(), "the right --sha256 (any case) starts")
     F.check(p.stop() == 0, "predictor (--sha256) exits 0 on SIGTERM")
 
+    # --sha256 card: the hash from the model card beside the model
+    p = harness.start_predictor("digits-v2.onnx", name="d", threads=1, extra=["--sha256", "card"])
+    F.check(p.alive(), "--sha256 card starts with the committed card")
+    F.check(p.stop() == 0, "predictor (--sha256 card) exits 0 on SIGTERM")
+    d = harness.tmpdir()
+    shutil.copy(model, os.path.join(d, "digits-v1.onnx"))
+    with open(os.path.join(harness.MODELS_DIR, "digits-v1.md")) as f:
+        card = f.read()
+    tampered = real[:10] + ("0" if real[10] != "0" else "1") + real[11:]
+    assert real in card
+    argv = [harness.bin_path("turnout-predictor"), "--model", os.path.join(d, "digits-v1.onnx"),
+            "--name", "d", "--listen", f"127.0.0.1:{port}", "--sha256", "card"]
+    r = subprocess.run(argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    F.check(r.returncode == 1 and b"digits-v1.md: No such file" in r.stderr,
+            f"--sha256 card without a card refuses ({r.returncode}, {r.stderr!r})")
+    with open(os.path.join(d, "digits-v1.md"), "w") as f:
+        f.write(card.replace(real, tampered))
+    r = subprocess.run(argv, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    err = r.stderr.decode()
+    F.check(r.returncode == 1 and tampered in err and real in err and "digits-v1.md" in err,
+            f"--sha256 card with a wrong card refuses, naming both hashes and the card: {err!r}")
+    shutil.rmtree(d)
+
 
 def check_port_in_use(p):
     """A second predictor on a port already served refuses to start (SO_REUSEPORT would share)."""
