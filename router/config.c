@@ -995,6 +995,10 @@ static int set_scalar(struct ctx *c, const struct key *k, char *base, yaml_node_
 		int *port = (int *)(base + k->off2);
 		char *h = NULL;
 		int p = 0;
+		if ((null || len == 0) && !(k->flags & KEY_NULLABLE)) {
+			snprintf(why, n, "must not be empty");
+			return -1;
+		}
 		if (!(null || len == 0) && parse_hostport(s, &h, &p, why, n) != 0)
 			return -1;
 		set_str(host, h);

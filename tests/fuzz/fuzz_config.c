@@ -19,8 +19,9 @@ static void check_invariants(const struct config *cfg)
 	if (cfg->n_variants == 0 || cfg->n_variants > CONFIG_MAX_VARIANTS ||
 	    cfg->stable >= cfg->n_variants || cfg->candidate >= (ssize_t)cfg->n_variants ||
 	    (ssize_t)cfg->stable == cfg->candidate || cfg->listen_host == NULL ||
-	    cfg->salt == NULL || cfg->log_level == NULL || cfg->canary_percent_bp > 10000 ||
-	    cfg->shadow.percent_bp > 10000 || strlen(cfg->hash_hex) != 64)
+	    cfg->salt == NULL || cfg->log_level == NULL || cfg->health.path == NULL ||
+	    cfg->canary_percent_bp > 10000 || cfg->shadow.percent_bp > 10000 ||
+	    strlen(cfg->hash_hex) != 64)
 		abort();
 	for (size_t i = 0; i < cfg->n_variants; i++) {
 		const struct config_variant *v = &cfg->variants[i];

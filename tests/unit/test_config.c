@@ -533,6 +533,7 @@ static void test_wrong_types(void **state)
 static void test_null_where_required(void **state)
 {
 	expect_err(MIN "listen:\n", "t.yaml:7:8: listen: ", "expected a value, got null");
+	expect_err(MIN "listen: \"\"\n", "t.yaml:7:9: listen: ", "must not be empty");
 	expect_err(MIN "canary: {percent: ~}\n", "t.yaml:7:19: canary.percent: ", "got null");
 	expect_err("variants:\nstrategy: bluegreen\nstable: a\n",
 	           "t.yaml:1:10: variants: ", "expected a mapping of variant names, got null");
