@@ -31,6 +31,7 @@ listen: 127.0.0.1:{{port}}
 workers: 2
 admin:
   http: 127.0.0.1:{{admin_port}}
+  socket: {sock}
 variants:
   blue:  {{{{ endpoints: [http://127.0.0.1:{blue}] }}}}
   green: {{{{ endpoints: [http://127.0.0.1:{green}] }}}}
@@ -95,7 +96,8 @@ def main():
     F = harness.Failures()
     blue = backend.start_backend("blue")
     green = backend.start_backend("green")
-    r = backend.start_router(CONFIG.format(blue=blue.port, green=green.port))
+    sock = os.path.join(harness.tmpdir(), "admin.sock")
+    r = backend.start_router(CONFIG.format(blue=blue.port, green=green.port, sock=sock))
     url = f"http://127.0.0.1:{r.admin_port}/"
 
     st, hdrs, page = harness.http_request(r.admin_port, "GET", "/")
@@ -112,6 +114,9 @@ def main():
     try:
         harness.wait_for(lambda: history_ready(r.admin_port), timeout=30, interval=0.2,
                          what="3 history samples with traffic and shadow comparisons")
+        ctl = subprocess.run([harness.bin_path("turnoutctl"), "-s", sock, "canary", "25"],
+                             capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+        F.check(ctl.returncode == 0, f"turnoutctl canary 25 ({ctl.returncode}): {ctl.stderr}")
         res = chromium(["--virtual-time-budget=5000", "--dump-dom", url])
         dom = res.stdout.decode("utf-8", "replace")
         F.check(res.returncode == 0, f"chromium exit code 0 ({res.returncode}): "
@@ -124,6 +129,9 @@ def main():
         F.check(m is not None and int(m.group(1)) >= 2, f"the page polled at least twice ({m})")
         F.check(re.search(r'id="strategy">canary<', dom) is not None, "rollout state shown")
         F.check(re.search(r'id="candidate">green<', dom) is not None, "candidate shown")
+        F.check(re.search(r'id="canary">25%<', dom) is not None, "the operator's canary 25% shown")
+        F.check(re.search(r'<ul id="actions"><li>[^<]*canary 25', dom) is not None,
+                "the operator action is listed")
         F.check(dom.count("<tr><td>blue</td>") == 1 and dom.count("<tr><td>green</td>") == 1,
                 "variants table has blue and green")
         png = os.environ.get("TURNOUT_DASHBOARD_PNG")
