@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -378,6 +379,20 @@ static struct onnx_model *load_model(const struct opts *o, char *err, size_t err
 	return m;
 }
 
+/*
+ * Raise the open-file limit to its hard maximum: every client connection is
+ * a descriptor, and evhttp (libevent 2.1) has no connection limit of its own.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the open-file limit: %s", strerror(errno));
+	}
+}
+
 /* Block the stop signals (inherited by the workers) and return the set. */
 static void block_signals(sigset_t *set)
 {
@@ -398,6 +413,7 @@ int main(int argc, char **argv)
 		return rc < 0 ? 0 : rc;
 	sigset_t set;
 	block_signals(&set);
+	raise_nofile();
 	struct onnx_model *model = load_model(&o, err, sizeof(err));
 	if (!model) {
 		log_error("cannot load model: %s", err);
