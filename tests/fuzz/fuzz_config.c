@@ -23,6 +23,12 @@ static void check_invariants(const struct config *cfg)
 	    cfg->canary_percent_bp > 10000 || cfg->shadow.percent_bp > 10000 ||
 	    strlen(cfg->hash_hex) != 64)
 		abort();
+	/* The cross-field rules. */
+	if ((cfg->strategy != CONFIG_STRATEGY_BLUEGREEN && cfg->candidate < 0) ||
+	    (cfg->shadow.percent_bp > 0 && cfg->candidate < 0) ||
+	    ((cfg->tls.cert == NULL) != (cfg->tls.key == NULL)) ||
+	    cfg->health.timeout_ms > cfg->health.interval_ms || cfg->shadow.timeout_ms == 0)
+		abort();
 	for (size_t i = 0; i < cfg->n_variants; i++) {
 		const struct config_variant *v = &cfg->variants[i];
 		if (v->name == NULL || v->n_endpoints == 0 || v->n_endpoints > CONFIG_MAX_ENDPOINTS)
