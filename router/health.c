@@ -93,14 +93,11 @@ int health_count(struct health_counts *c, int ok, uint32_t healthy_threshold,
 	return 0;
 }
 
-uint32_t health_backoff_ms(uint32_t prev_ms, uint32_t interval_ms)
+uint32_t health_backoff_ms(uint32_t prev_ms)
 {
-	uint32_t b;
-	if (prev_ms == 0)
-		b = interval_ms > HEALTH_BACKOFF_MIN_MS ? interval_ms : HEALTH_BACKOFF_MIN_MS;
-	else
-		b = prev_ms > HEALTH_BACKOFF_MAX_MS / 2 ? HEALTH_BACKOFF_MAX_MS : prev_ms * 2;
-	return b > HEALTH_BACKOFF_MAX_MS ? HEALTH_BACKOFF_MAX_MS : b;
+	if (prev_ms < HEALTH_BACKOFF_MIN_MS)
+		return HEALTH_BACKOFF_MIN_MS;
+	return prev_ms > HEALTH_BACKOFF_MAX_MS / 2 ? HEALTH_BACKOFF_MAX_MS : prev_ms * 2;
 }
 
 int health_passive_report(struct route_snapshot *s, size_t v, size_t e, int failed)
@@ -290,7 +287,7 @@ static void follow_passive(struct health_ep *ep, struct route_endpoint *rep,
 	    atomic_load_explicit(&rep->fails, memory_order_relaxed) >= th) {
 		if (ep->last_eject_ms && now - ep->last_eject_ms > HEALTH_BACKOFF_RESET)
 			ep->backoff_ms = 0;
-		ep->backoff_ms = health_backoff_ms(ep->backoff_ms, cfg->health.interval_ms);
+		ep->backoff_ms = health_backoff_ms(ep->backoff_ms);
 		ep->ejected_until_ms = now + ep->backoff_ms;
 		ep->last_eject_ms = now;
 		snprintf(ep->reason, sizeof(ep->reason), "%u live failures in a row", th);

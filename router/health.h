@@ -11,7 +11,7 @@
  * bumps that endpoint's consecutive-failure counter in the route snapshot
  * (relaxed atomics, no locks); at health.unhealthy_threshold it clears the
  * endpoint's healthy flag itself, so no further live request goes there. The
- * main thread notices, keeps it out for a back-off period (health.interval,
+ * main thread notices, keeps it out for a back-off period (HEALTH_BACKOFF_MIN_MS,
  * doubling per ejection up to HEALTH_BACKOFF_MAX_MS), then lets it back in.
  *
  * An endpoint takes live traffic only when it is up (active) and not ejected
@@ -31,7 +31,7 @@ struct health;
 
 #define HEALTH_TICK_MS        100u          /* the main thread's bookkeeping period */
 #define HEALTH_BACKOFF_MAX_MS 30000u        /* longest passive ejection */
-#define HEALTH_BACKOFF_MIN_MS 100u          /* shortest passive ejection */
+#define HEALTH_BACKOFF_MIN_MS 1000u         /* the first passive ejection */
 #define HEALTH_BACKOFF_RESET  60000u        /* an endpoint not ejected for this long starts over */
 #define HEALTH_MAX_RESPONSE   (64u * 1024u) /* a probe's answer body is cut here */
 
@@ -73,9 +73,9 @@ int health_count(struct health_counts *c, int ok, uint32_t healthy_threshold,
 
 /*
  * The next passive back-off after one of prev_ms (0 = first ejection):
- * max(interval_ms, HEALTH_BACKOFF_MIN_MS) first, then doubling, never above
- * HEALTH_BACKOFF_MAX_MS.
+ * HEALTH_BACKOFF_MIN_MS first, then doubling, never above HEALTH_BACKOFF_MAX_MS.
+ * An endpoint not ejected for HEALTH_BACKOFF_RESET ms starts over.
  */
-uint32_t health_backoff_ms(uint32_t prev_ms, uint32_t interval_ms);
+uint32_t health_backoff_ms(uint32_t prev_ms);
 
 #endif

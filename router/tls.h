@@ -14,6 +14,7 @@
 #define TURNOUT_TLS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct bufferevent;
@@ -48,5 +49,53 @@ struct bufferevent *tls_server_bevcb(struct event_base *base, void *arg);
 
 /* Handshakes begun since start (for tests and /status). */
 unsigned long tls_server_accepted(void);
+
+/*
+ * The listener guard of one worker: it makes every client connection's
+ * bufferevent (TLS when tls_server_init succeeded, else plain), and cuts off a
+ * client that does not deliver a whole request within request_timeout_ms of
+ * the request's first byte (slowloris: evhttp's own timeout is an inactivity
+ * timeout that a client trickling bytes never trips). It keeps one reference
+ * on each connection's bufferevent and lets it go at the first sweep after
+ * evhttp freed it (evhttp has already sent the FIN then; only the descriptor's
+ * close waits for the sweep, every TLS_SWEEP_MS). It also spots obs-fold and
+ * control characters in request heads (see tls_listener_request).
+ */
+struct tls_listener;
+
+#define TLS_SWEEP_MS 250u
+
+/*
+ * A guard on base (the worker's loop). use_tls: 1 = TLS connections (the
+ * server context must exist). Returns NULL with a reason in err. Free with
+ * tls_listener_free after evhttp_free, on the same thread.
+ */
+struct tls_listener *tls_listener_new(struct event_base *base, uint32_t request_timeout_ms,
+                                      int use_tls, char *err, size_t errlen);
+
+/* Release every connection reference and free. Accepts NULL. */
+void tls_listener_free(struct tls_listener *l);
+
+/*
+ * evhttp_set_bevcb callback; arg is the struct tls_listener. Returns NULL on
+ * allocation failure (evhttp then makes a plain bufferevent, unguarded).
+ */
+struct bufferevent *tls_listener_bevcb(struct event_base *base, void *arg);
+
+/*
+ * A whole request arrived on bev (the evhttp request callback): its clock
+ * stops. Returns NULL if its head looked sound, else what was wrong (a static
+ * string): an obs-fold (a header line starting with SP or HTAB, which evhttp
+ * silently joins to the previous header) or a control character (NUL, which
+ * evhttp's C strings would hide, and the like); the caller answers 400 and
+ * closes. NULL also for a connection it does not know.
+ */
+const char *tls_listener_request(struct tls_listener *l, struct bufferevent *bev);
+
+/* Connections the guard holds (open, or closed less than a sweep ago). */
+size_t tls_listener_count(const struct tls_listener *l);
+
+/* Connections cut off for a request not received in time, since start. */
+unsigned long tls_listener_cut(const struct tls_listener *l);
 
 #endif

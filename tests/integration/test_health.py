@@ -157,7 +157,8 @@ def main():
     harness.wait_for(lambda: harness.http_request(port, "GET", "/x", headers={
         "X-Turnout-Variant": "red"})[0] == 200, timeout=10, interval=0.05,
         what="red back after its back-off")
-    f.check(time.monotonic() - t0 < 3, "back-off ends (300 ms first ejection)")
+    took = time.monotonic() - t0
+    f.check(0.5 <= took < 3, f"back-off ends (1 s first ejection): {took:.2f} s")
     f.check("back after its" in router.output(), "end of back-off logged")
 
     # promote --force works on a healthy candidate too (sanity of the flag).
