@@ -24,6 +24,7 @@ struct evhttp_bound_socket;
 struct upstream;
 struct stats_shard;
 struct proxy_req;
+struct tls_listener;
 
 struct worker {
 	size_t index;
@@ -46,7 +47,8 @@ struct worker {
 	size_t conns;           /* client connections seen with a request, still open */
 	void **conn_set;        /* open-addressing set of those connections */
 	size_t conn_set_cap;
-	void *shadow; /* reserved for shadow.c's per-worker state */
+	void *shadow;                  /* reserved for shadow.c's per-worker state */
+	struct tls_listener *listener; /* resilience: connection bufferevents (tls.c) */
 };
 
 /*
