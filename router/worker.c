@@ -122,10 +122,32 @@ static void on_conn_close(struct evhttp_connection *c, void *arg)
 	conn_remove(arg, c);
 }
 
+/* resilience: 400 + close for a request whose head the listener guard found bad. */
+static void refuse_head(struct worker *w, struct evhttp_request *req, const char *why)
+{
+	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+	evhttp_add_header(out, "Connection", "close");
+	evhttp_add_header(out, "Content-Type", "application/json");
+	struct evbuffer *b = evbuffer_new();
+	if (b) /* why is one of tls.c's fixed sentences: no JSON escaping needed */
+		evbuffer_add_printf(b, "{\"error\":\"%s\",\"cause\":\"bad_header\"}\n", why);
+	proxy_send_reply(w, req, 400, b);
+	if (b)
+		evbuffer_free(b);
+	log_info("worker %zu: request refused (400): %s", w->index, why);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct worker *w = arg;
 	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	/* resilience: a whole request arrived: the slowloris clock stops; a bad head is refused */
+	const char *bad =
+	    c ? tls_listener_request(w->listener, evhttp_connection_get_bufferevent(c)) : NULL;
+	if (bad != NULL) {
+		refuse_head(w, req, bad);
+		return;
+	}
 	if (c != NULL && !conn_known(w, c)) {
 		if (w->conns >= w->max_conns) {
 			struct evkeyvalq *out = evhttp_request_get_output_headers(req);
@@ -197,8 +219,9 @@ static int setup_http(struct worker *w, int listen_fd, const struct config *cfg)
 	if (w->http == NULL)
 		return -1;
 	evhttp_set_gencb(w->http, on_request, w);
-	if (cfg->tls.cert) /* resilience: each client connection starts with a TLS handshake */
-		evhttp_set_bevcb(w->http, tls_server_bevcb, NULL);
+	/* resilience: every client connection's bufferevent comes from the listener
+	 * guard (TLS when tls.cert is set; slowloris cut-off at client_timeout) */
+	evhttp_set_bevcb(w->http, tls_listener_bevcb, w->listener);
 	evhttp_set_default_content_type(w->http, NULL);
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -237,6 +260,10 @@ struct worker *worker_new(size_t index, int listen_fd, const struct config *cfg,
 		goto fail;
 	w->up = upstream_new(w->base, 1024, err, errlen);
 	if (w->up == NULL)
+		goto fail_quiet;
+	w->listener = tls_listener_new(w->base, cfg->limits.client_timeout_ms,
+	                               cfg->tls.cert != NULL, err, errlen); /* resilience */
+	if (w->listener == NULL)
 		goto fail_quiet;
 	if (setup_http(w, listen_fd, cfg) < 0)
 		goto fail;
@@ -291,7 +318,8 @@ void worker_free(struct worker *w)
 	if (w->reqs)
 		proxy_abort_all(w);
 	if (w->http)
-		evhttp_free(w->http); /* closes the listener and every client connection */
+		evhttp_free(w->http);   /* closes the listener and every client connection */
+	tls_listener_free(w->listener); /* resilience: after evhttp let go of its connections */
 	upstream_free(w->up);
 	shadow_worker_free(w); /* shadow (engineer F): after upstream_free: no more callbacks */
 	if (w->drain_ev)
