@@ -42,6 +42,7 @@
 #define PROXY_REQUEST_ID_MAX 128
 #define PROXY_URL_MAX        8192
 #define PROXY_URI_MAX        8000 /* resilience: a longer request target gets 414 */
+#define PROXY_MAX_HEADERS    100  /* resilience: more header fields get 431 */
 
 enum proxy_state {
 	PROXY_STATE_NEW,
@@ -749,6 +750,15 @@ static int admit(struct worker *w, struct evhttp_request *req, const struct rout
 	/* resilience: hostile input the framing check does not cover */
 	if (strlen(uri) > PROXY_URI_MAX) {
 		send_error(w, req, 414, NULL, "uri_too_long", "request target over 8000 bytes",
+		           NULL, 1);
+		return -1;
+	}
+	size_t n_headers = 0;
+	const struct evkeyval *kv;
+	TAILQ_FOREACH(kv, evhttp_request_get_input_headers(req), next)
+	n_headers++;
+	if (n_headers > PROXY_MAX_HEADERS) {
+		send_error(w, req, 431, NULL, "too_many_headers", "more than 100 header fields",
 		           NULL, 1);
 		return -1;
 	}
