@@ -30,11 +30,13 @@
 #define MAX_CARD_BYTES   ((size_t)1 << 20)
 #define DEFAULT_MAX_BODY ((size_t)4 << 20)
 #define CONN_TIMEOUT_S   30
+#define DEFAULT_MAX_CONN 4096
 
 struct opts {
 	const char *model, *name, *listen, *version, *sha256, *log_level;
 	int threads;
 	size_t max_body;
+	size_t max_conns;
 	int have_range;
 	double range_min, range_max;
 	char host[256];
@@ -54,6 +56,8 @@ static void usage(FILE *f)
 	        "  --sha256 HEX|card     refuse to start unless the model file has this SHA-256\n"
 	        "                        (card: the sha256 row of the model card FILE.md)\n"
 	        "  --max-body SIZE       largest request body, e.g. 512k, 4m (default 4m)\n"
+	        "  --max-connections N   open client connections, split over the threads;\n"
+	        "                        one more gets 503 (default 4096)\n"
 	        "  --input-range MIN:MAX training range of input values, for the\n"
 	        "                        predictor_inputs_out_of_range_total metric\n"
 	        "  --log-level L         debug, info, warn or error (default info)\n"
@@ -146,6 +150,7 @@ enum {
 	OPT_THREADS,
 	OPT_SHA,
 	OPT_BODY,
+	OPT_CONNS,
 	OPT_RANGE,
 	OPT_LOG,
 	OPT_HELP,
@@ -160,6 +165,7 @@ static const struct option long_opts[] = {
     {"threads", required_argument, NULL, OPT_THREADS},
     {"sha256", required_argument, NULL, OPT_SHA},
     {"max-body", required_argument, NULL, OPT_BODY},
+    {"max-connections", required_argument, NULL, OPT_CONNS},
     {"input-range", required_argument, NULL, OPT_RANGE},
     {"log-level", required_argument, NULL, OPT_LOG},
     {"help", no_argument, NULL, OPT_HELP},
@@ -205,6 +211,13 @@ static int set_opt(struct opts *o, int c, const char *arg)
 		           ? 0
 		           : flag_error("--max-body", arg,
 		                        "expected a size like 512k or 4m, up to 1g");
+	case OPT_CONNS: {
+		long n = strtol(arg, &end, 10);
+		if (*arg == 0 || *end || n < 1 || n > SERVER_MAX_CONNS)
+			return flag_error("--max-connections", arg, "expected 1..1000000");
+		o->max_conns = (size_t)n;
+		return 0;
+	}
 	case OPT_RANGE:
 		o->have_range = 1;
 		return parse_range(arg, &o->range_min, &o->range_max) == 0
@@ -233,7 +246,8 @@ static int set_opt(struct opts *o, int c, const char *arg)
 static int parse_opts(struct opts *o, int argc, char **argv)
 {
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	*o = (struct opts){.version = "1", .max_body = DEFAULT_MAX_BODY};
+	*o = (struct opts){
+	    .version = "1", .max_body = DEFAULT_MAX_BODY, .max_conns = DEFAULT_MAX_CONN};
 	o->threads = ncpu < 1 ? 1 : ncpu > SERVER_MAX_THREADS ? SERVER_MAX_THREADS : (int)ncpu;
 	int c;
 	opterr = 1;
@@ -425,6 +439,7 @@ int main(int argc, char **argv)
 	    .threads = o.threads,
 	    .max_body = o.max_body,
 	    .timeout_s = CONN_TIMEOUT_S,
+	    .max_conns = o.max_conns,
 	    .model_name = o.name,
 	    .model_version = o.version,
 	    .have_range = o.have_range,

@@ -43,6 +43,8 @@ struct worker {
 	int fd;                            /* owned until evhttp accepts it */
 	struct evhttp_bound_socket *bound; /* evhttp's listener on fd */
 	struct tensor **outs;              /* scratch, n_outputs, empty between requests */
+	struct evhttp_connection **conns;  /* set of admitted connections, conn_cap slots */
+	size_t conn_cap, n_conns, max_conns;
 	pthread_t tid;
 	int started;
 };
@@ -84,6 +86,8 @@ static const char *reason_of(int code)
 		return "Method Not Allowed";
 	case 413:
 		return "Payload Too Large";
+	case 503:
+		return "Service Unavailable";
 	case 500:
 		return "Internal Server Error";
 	}
@@ -419,9 +423,76 @@ static void dispatch(struct worker *w, struct evhttp_request *req, enum route_ki
 	}
 }
 
+/* ---- connection cap ------------------------------------------------------
+ *
+ * evhttp (libevent 2.1) has no connection limit: each worker keeps the set of
+ * connections it has answered (open addressing, at most half full, so a probe
+ * always ends) and refuses the first request of one more with 503 and close.
+ * A connection leaves the set in its close callback.
+ */
+
+static size_t conn_home(const struct worker *w, const struct evhttp_connection *c)
+{
+	uint64_t h = (uint64_t)(uintptr_t)c;
+	h = (h ^ (h >> 29)) * 0x9E3779B97F4A7C15u;
+	return (size_t)(h >> 32) & (w->conn_cap - 1);
+}
+
+/* The slot holding c, or the empty slot where it would go. */
+static size_t conn_find(const struct worker *w, const struct evhttp_connection *c)
+{
+	size_t i = conn_home(w, c);
+	while (w->conns[i] && w->conns[i] != c)
+		i = (i + 1) & (w->conn_cap - 1);
+	return i;
+}
+
+static void on_conn_close(struct evhttp_connection *c, void *arg)
+{
+	struct worker *w = arg;
+	size_t mask = w->conn_cap - 1, i = conn_find(w, c);
+	if (!w->conns[i])
+		return;
+	w->conns[i] = NULL;
+	w->n_conns--;
+	/* Backward shift: an entry may fill the hole unless its home lies in (hole, j]. */
+	for (size_t j = (i + 1) & mask; w->conns[j]; j = (j + 1) & mask) {
+		if (((j - conn_home(w, w->conns[j])) & mask) >= ((j - i) & mask)) {
+			w->conns[i] = w->conns[j];
+			w->conns[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+/* Admit the request's connection (once per connection); -1 when refused (reply sent). */
+static int conn_admit(struct worker *w, struct evhttp_request *req)
+{
+	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	if (!c)
+		return 0;
+	size_t i = conn_find(w, c);
+	if (w->conns[i])
+		return 0;
+	if (w->n_conns >= w->max_conns) {
+		struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+		evhttp_add_header(h, "Connection", "close");
+		evhttp_add_header(h, "Retry-After", "1");
+		reply_error(w, req, 503, "too many connections (at most %zu per thread)",
+		            w->max_conns);
+		return -1;
+	}
+	w->conns[i] = c;
+	w->n_conns++;
+	evhttp_connection_set_closecb(c, on_conn_close, w);
+	return 0;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct worker *w = arg;
+	if (conn_admit(w, req) < 0)
+		return;
 	if (!framing_ok(req)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
 		reply_error(w, req, 400,
@@ -512,9 +583,13 @@ static int open_sockets(struct server *s, char *err, size_t errlen)
 static int worker_init(struct server *s, struct worker *w, char *err, size_t errlen)
 {
 	w->outs = calloc(s->sig.n_outputs ? s->sig.n_outputs : 1, sizeof(w->outs[0]));
+	w->max_conns = (s->cfg.max_conns + s->n_workers - 1) / s->n_workers;
+	for (w->conn_cap = 16; w->conn_cap < 2 * w->max_conns;)
+		w->conn_cap *= 2;
+	w->conns = calloc(w->conn_cap, sizeof(w->conns[0]));
 	w->base = event_base_new();
 	w->http = w->base ? evhttp_new(w->base) : NULL;
-	if (!w->outs || !w->http) {
+	if (!w->outs || !w->conns || !w->http) {
 		snprintf(err, errlen, "worker %zu: out of memory", w->index);
 		return -1;
 	}
@@ -590,6 +665,11 @@ struct server *server_new(const struct server_config *cfg, const struct onnx_mod
 	pthread_once(&server_evthread_once, do_evthread_init);
 	if (server_evthread_rc < 0) {
 		snprintf(err, errlen, "libevent: cannot enable threads");
+		return NULL;
+	}
+	if (cfg->max_conns < 1 || cfg->max_conns > SERVER_MAX_CONNS) {
+		snprintf(err, errlen, "max connections: %zu is not in 1..%d", cfg->max_conns,
+		         SERVER_MAX_CONNS);
 		return NULL;
 	}
 	if (cfg->threads < 1 || cfg->threads > SERVER_MAX_THREADS) {
@@ -699,6 +779,7 @@ void server_free(struct server *s)
 		if (w->fd >= 0)
 			close(w->fd);
 		free(w->outs);
+		free(w->conns); /* after evhttp_free, whose close callbacks use it */
 	}
 	free(s->workers);
 	pmetrics_free(s->metrics);

@@ -15,6 +15,7 @@
 
 #define SERVER_ERR_MAX     512
 #define SERVER_MAX_THREADS 256
+#define SERVER_MAX_CONNS   1000000
 
 struct server_config {
 	const char *host;          /* numeric address or host name to listen on */
@@ -22,6 +23,7 @@ struct server_config {
 	int threads;               /* 1..SERVER_MAX_THREADS */
 	size_t max_body;           /* bytes; larger bodies get 413 */
 	int timeout_s;             /* idle/read/write timeout of a connection */
+	size_t max_conns;          /* open connections, split evenly over the threads */
 	const char *model_name;    /* as served in URLs and responses */
 	const char *model_version; /* idem */
 	int have_range;            /* count input values outside [range_min, range_max] */

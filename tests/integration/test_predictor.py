@@ -319,6 +319,33 @@ def check_body_limit():
     F.check(p.stop() == 0, "predictor (--max-body) exits 0 on SIGTERM")
 
 
+def check_connection_cap():
+    """--max-connections: one connection too many gets 503 JSON; a closed one frees its place."""
+    p = harness.start_predictor("digits-v1.onnx", name="digits", threads=1,
+                                extra=["--max-connections", "3"])
+    # start_predictor's readiness probe used (and closed) one connection: wait until it is gone
+    held = [Client(p.port) for _ in range(3)]
+
+    def all_admitted():
+        for c in held:
+            c.close()
+        return all(c.request("GET", "/v2/health/live")[0] == 200 for c in held)
+
+    harness.wait_for(all_admitted, timeout=10, what="3 connections admitted")
+    st, _, data = harness.http_request(p.port, "GET", "/v2/health/live")
+    err = json.loads(data).get("error", "") if st == 503 else ""
+    F.check(st == 503 and "too many connections" in err,
+            f"a 4th connection gets 503 too many connections ({st} {data!r})")
+    held[0].close()
+    harness.wait_for(lambda: harness.http_request(p.port, "GET", "/v2/health/live")[0] == 200,
+                     timeout=10, what="a place freed by a closed connection")
+    for c in held[1:]:
+        st, _ = c.request("GET", "/v2/health/ready")
+        F.check(st == 200, f"admitted connections keep working ({st})")
+        c.close()
+    F.check(p.stop() == 0, "predictor (--max-connections) exits 0 on SIGTERM")
+
+
 def check_sha256():
     model = os.path.join(harness.MODELS_DIR, "digits-v1.onnx")
     with open(model, "rb") as f:
@@ -417,7 +444,8 @@ def check_flags():
                           (["--max-body", "12q"], b"--max-body 12q"),
                           (["--input-range", "16:0"], b"--input-range 16:0"),
                           (["--name", "a/b"], b"--name a/b"),
-                          (["--listen", "nowhere"], b"--listen nowhere")]:
+                          (["--listen", "nowhere"], b"--listen nowhere"),
+                          (["--max-connections", "0"], b"--max-connections 0")]:
         argv = [b, "--model", model, "--name", "d", "--listen", "127.0.0.1:1"] + extra
         r = subprocess.run(argv, capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
         F.check(r.returncode == 2 and needle in r.stderr,
@@ -506,6 +534,7 @@ def main():
     check_doc_examples(v1)
     check_port_in_use(v1)
     check_body_limit()
+    check_connection_cap()
     check_flags()
     check_sha256()
 
