@@ -560,16 +560,133 @@ static void test_reduce(void **state)
 	expect_f(run_op(&c, "ReduceSum", 2, in), 2, (int64_t[]){1, 3}, (float[]){5, 7, 9});
 }
 
+static struct tensor *tb(int ndim, const int64_t *dims, const uint8_t *v)
+{
+	struct tensor *t = tensor_new(NULL, TENSOR_BOOL, ndim, dims);
+	assert_non_null(t);
+	memcpy(t->data, v, t->nelem);
+	return t;
+}
+
+static void test_slice_pad_tile(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	float v[6] = {1, 2, 3, 4, 5, 6};
+	/* Slice axis 1 backwards with step -2 from the end; ends beyond the start clamp */
+	struct tensor *in[5] = {tf(2, (int64_t[]){2, 3}, v), ti(1, (int64_t[]){1}, (int64_t[]){-1}),
+	                        ti(1, (int64_t[]){1}, (int64_t[]){INT64_MIN}),
+	                        ti(1, (int64_t[]){1}, (int64_t[]){1}),
+	                        ti(1, (int64_t[]){1}, (int64_t[]){-2})};
+	expect_f(run_op(&c, "Slice", 5, in), 2, (int64_t[]){2, 2}, (float[]){3, 1, 6, 4});
+	/* Pad reflect and edge on [3] by 2 each side */
+	attr_s(&c, "mode", "reflect");
+	in[0] = tf(1, (int64_t[]){3}, (float[]){1, 2, 3});
+	in[1] = ti(1, (int64_t[]){2}, (int64_t[]){2, 2});
+	expect_f(run_op(&c, "Pad", 2, in), 1, (int64_t[]){7}, (float[]){3, 2, 1, 2, 3, 2, 1});
+	case_init(&c);
+	attr_s(&c, "mode", "edge");
+	in[0] = tf(1, (int64_t[]){3}, (float[]){1, 2, 3});
+	in[1] = ti(1, (int64_t[]){2}, (int64_t[]){1, 2});
+	expect_f(run_op(&c, "Pad", 2, in), 1, (int64_t[]){6}, (float[]){1, 1, 2, 3, 3, 3});
+	/* constant pad with a value; negative pad crops */
+	case_init(&c);
+	in[0] = tf(1, (int64_t[]){3}, (float[]){1, 2, 3});
+	in[1] = ti(1, (int64_t[]){2}, (int64_t[]){1, -1});
+	in[2] = tf(0, NULL, (float[]){9});
+	expect_f(run_op(&c, "Pad", 3, in), 1, (int64_t[]){3}, (float[]){9, 1, 2});
+	/* Tile and Expand */
+	in[0] = tf(2, (int64_t[]){1, 2}, (float[]){1, 2});
+	in[1] = ti(1, (int64_t[]){2}, (int64_t[]){2, 2});
+	expect_f(run_op(&c, "Tile", 2, in), 2, (int64_t[]){2, 4},
+	         (float[]){1, 2, 1, 2, 1, 2, 1, 2});
+	in[0] = tf(2, (int64_t[]){2, 1}, (float[]){1, 2});
+	in[1] = ti(1, (int64_t[]){3}, (int64_t[]){2, 1, 3});
+	expect_f(run_op(&c, "Expand", 2, in), 3, (int64_t[]){2, 2, 3},
+	         (float[]){1, 1, 1, 2, 2, 2, 1, 1, 1, 2, 2, 2});
+}
+
+static void test_logic_where_topk(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	struct tensor *in[3] = {tf(1, (int64_t[]){3}, (float[]){1, 5, 3}),
+	                        tf(0, NULL, (float[]){3})};
+	struct tensor *r = run_op(&c, "Less", 2, in);
+	assert_non_null(r);
+	assert_int_equal(r->dtype, TENSOR_BOOL);
+	assert_memory_equal(r->data, ((uint8_t[]){1, 0, 0}), 3);
+	tensor_free(r);
+	/* Where broadcasts all three operands */
+	in[0] = tb(2, (int64_t[]){2, 1}, (uint8_t[]){1, 0});
+	in[1] = tf(1, (int64_t[]){2}, (float[]){1, 2});
+	in[2] = tf(0, NULL, (float[]){-1});
+	expect_f(run_op(&c, "Where", 3, in), 2, (int64_t[]){2, 2}, (float[]){1, 2, -1, -1});
+	/* TopK: largest two, ties keep the lower index; values and indices */
+	Onnx__NodeProto np = ONNX__NODE_PROTO__INIT;
+	struct ops_node n = {0};
+	int slots[8] = {0};
+	n.name = "t";
+	n.op_type = "TopK";
+	n.kernel = ops_find("TopK");
+	n.opset = 13;
+	n.n_in = 2;
+	n.n_out = 2;
+	n.in = slots;
+	n.out = slots + 4;
+	enum tensor_dtype types[2] = {TENSOR_FLOAT, TENSOR_INT64}, ot[2];
+	assert_int_equal(n.kernel->prepare(&n, &np, types, ot, c.err, sizeof(c.err)), 0);
+	struct tensor *args[2] = {tf(1, (int64_t[]){4}, (float[]){3, 7, 3, 7}),
+	                          ti(1, (int64_t[]){1}, (int64_t[]){3})};
+	struct tensor *out[2] = {0};
+	assert_int_equal(
+	    n.kernel->run(&n, (const struct tensor *const *)args, out, c.err, sizeof(c.err)), 0);
+	expect_f(out[0], 1, (int64_t[]){3}, (float[]){7, 7, 3});
+	expect_i(out[1], 1, (int64_t[]){3}, (int64_t[]){1, 3, 0});
+	tensor_free(args[0]);
+	tensor_free(args[1]);
+}
+
+static void test_conv_transpose(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	/* 1-D, stride 2, kernel [1,1]: each input spreads over two outputs, no overlap */
+	int64_t s[1] = {2};
+	attr_ints(&c, "strides", 1, s);
+	struct tensor *in[3] = {tf(3, (int64_t[]){1, 1, 3}, (float[]){1, 2, 3}),
+	                        tf(3, (int64_t[]){1, 1, 2}, (float[]){1, 10}),
+	                        tf(1, (int64_t[]){1}, (float[]){0.5f})};
+	expect_f(run_op(&c, "ConvTranspose", 3, in), 3, (int64_t[]){1, 1, 6},
+	         (float[]){1.5f, 10.5f, 2.5f, 20.5f, 3.5f, 30.5f});
+	/* stride 1, kernel 3: overlapping sums; pads 1 crop one each side */
+	case_init(&c);
+	int64_t p[2] = {1, 1};
+	attr_ints(&c, "pads", 2, p);
+	in[0] = tf(3, (int64_t[]){1, 1, 2}, (float[]){1, 2});
+	in[1] = tf(3, (int64_t[]){1, 1, 3}, (float[]){1, 1, 1});
+	expect_f(run_op(&c, "ConvTranspose", 2, in), 3, (int64_t[]){1, 1, 2}, (float[]){3, 3});
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_add_broadcast), cmocka_unit_test(test_int64_arith),
-	    cmocka_unit_test(test_unary),         cmocka_unit_test(test_gemm),
-	    cmocka_unit_test(test_matmul),        cmocka_unit_test(test_conv),
-	    cmocka_unit_test(test_pool),          cmocka_unit_test(test_batchnorm),
-	    cmocka_unit_test(test_softmax),       cmocka_unit_test(test_argmax),
-	    cmocka_unit_test(test_shape_ops),     cmocka_unit_test(test_cast),
+	    cmocka_unit_test(test_add_broadcast),
+	    cmocka_unit_test(test_int64_arith),
+	    cmocka_unit_test(test_unary),
+	    cmocka_unit_test(test_gemm),
+	    cmocka_unit_test(test_matmul),
+	    cmocka_unit_test(test_conv),
+	    cmocka_unit_test(test_pool),
+	    cmocka_unit_test(test_batchnorm),
+	    cmocka_unit_test(test_softmax),
+	    cmocka_unit_test(test_argmax),
+	    cmocka_unit_test(test_shape_ops),
+	    cmocka_unit_test(test_cast),
 	    cmocka_unit_test(test_reduce),
+	    cmocka_unit_test(test_slice_pad_tile),
+	    cmocka_unit_test(test_logic_where_topk),
+	    cmocka_unit_test(test_conv_transpose),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
