@@ -343,6 +343,13 @@ def check_connection_cap():
         st, _ = c.request("GET", "/v2/health/ready")
         F.check(st == 200, f"admitted connections keep working ({st})")
         c.close()
+    # 150 connections come and go: none may stay counted once closed
+    for i in range(150):
+        harness.wait_for(lambda: harness.http_request(p.port, "GET", "/v2/health/live")[0]
+                         == 200, timeout=10, what=f"fresh connection {i} admitted")
+    harness.wait_for(all_admitted, timeout=10, what="3 connections admitted after churn")
+    for c in held:
+        c.close()
     F.check(p.stop() == 0, "predictor (--max-connections) exits 0 on SIGTERM")
 
 
