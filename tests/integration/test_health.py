@@ -15,6 +15,7 @@ Operations: promote to an unhealthy candidate is refused unless --force.
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -98,11 +99,21 @@ def main():
 
     # Kill green: the candidate has no healthy endpoint; its 50% goes to blue.
     f.check(green.stop() == 0, "green backend exits 0")
+    # Before the checker notices, green's requests fail to connect and are retried on blue.
+    codes = [harness.http_request(port, "GET", "/x")[0] for _ in range(20)]
+    f.check(codes == [200] * 20, f"green's connect failures retried on stable ({codes})")
+    f.check(re.search(rf"\(variant green\): .*; retrying on http://127\.0\.0\.1:{blue.port} "
+                      rf"\(variant blue\)", router.output()) is not None,
+            "a retry from the candidate to the stable variant logged")
     harness.wait_for(lambda: endpoint_health(router)[("green", green_url)] is False, timeout=10,
                      what="green marked unhealthy")
     st = {v["name"]: v for v in status(router)["variants"]}
     f.check(not any(e["healthy"] for e in st["green"]["endpoints"]),
             "/status: green has no healthy endpoint")
+    f.check(st["green"].get("healthy") is False and st["green"].get("live_share_to") == "blue",
+            f"/status: green's share goes to blue ({st['green'].get('live_share_to')})")
+    f.check(st["blue"].get("healthy") is True and st["blue"].get("live_share_to") is None,
+            "/status: blue healthy, keeps its share")
     seen = {}
     for _ in range(40):
         s, h, _ = harness.http_request(port, "GET", "/x")
