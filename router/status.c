@@ -63,6 +63,16 @@ static json_t *variant_json(const struct route_snapshot *s, size_t v, struct sta
 	    json_pack("{s:s, s:o, s:o, s:o, s:o}", "name", rv->name, "endpoints", eps, "requests",
 	              req, "upstream_errors", errs, "latency_us", latency_json(&m->hist));
 	free(m);
+	/* resilience: whether the variant may take traffic, and where its live share goes
+	 * when it may not (the stable variant; null for the stable variant itself) */
+	int healthy = route_variant_healthy(s, v);
+	if (j) {
+		json_object_set_new(j, "healthy", json_boolean(healthy));
+		json_object_set_new(j, "live_share_to",
+		                    healthy || v == s->params.stable
+		                        ? json_null()
+		                        : json_string(s->variants[s->params.stable].name));
+	}
 	return j;
 }
 
