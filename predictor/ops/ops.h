@@ -108,6 +108,7 @@ extern const struct ops_kernel ops_logic_kernels[];
 extern const struct ops_kernel ops_tensor_kernels[];
 extern const struct ops_kernel ops_misc_kernels[];
 extern const struct ops_kernel ops_extra_kernels[];
+extern const struct ops_kernel ops_resize_kernels[];
 
 /* Attribute helpers: the attribute named name of np, or NULL. */
 const Onnx__AttributeProto *ops_attr(const Onnx__NodeProto *np, const char *name);

@@ -12,8 +12,9 @@ const struct ops_kernel *ops_find(const char *op_type)
 {
 	static const struct ops_kernel *const tables[] = {
 	    ops_extra_kernels, /* first: its Pow supersedes the float-only one */
-	    ops_elementwise_kernels, ops_linalg_kernels, ops_nn_kernels,     ops_shape_kernels,
-	    ops_reduce_kernels,      ops_logic_kernels,  ops_tensor_kernels, ops_misc_kernels,
+	    ops_elementwise_kernels, ops_linalg_kernels, ops_nn_kernels,
+	    ops_shape_kernels,       ops_reduce_kernels, ops_logic_kernels,
+	    ops_tensor_kernels,      ops_misc_kernels,   ops_resize_kernels,
 	};
 	if (!op_type)
 		return NULL;
