@@ -46,10 +46,10 @@ wait_ready() { # port, what: poll until GET /v2/health/ready answers, 15 s at mo
 }
 
 "$bin/turnout-predictor" --model predictor/models/digits-v1.onnx --name digits --version 1 \
-	--listen 127.0.0.1:9001 &
+	--listen 127.0.0.1:9001 --input-range 0:16 &
 pids="$pids $!"
 "$bin/turnout-predictor" --model predictor/models/digits-v2.onnx --name digits --version 2 \
-	--listen 127.0.0.1:9002 &
+	--listen 127.0.0.1:9002 --input-range 0:16 &
 pids="$pids $!"
 wait_ready 9001 "predictor digits v1"
 wait_ready 9002 "predictor digits v2"
