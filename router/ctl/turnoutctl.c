@@ -341,7 +341,10 @@ static int run(const char *path, int json_out, int timeout_ms, int argc, char **
 		printf("%s\n", text);
 	if (!ok) {
 		const char *e = json_string_value(json_object_get(reply, "error"));
-		fprintf(stderr, "turnoutctl: %s: %s\n", argv[0],
+		size_t cl = strlen(argv[0]);
+		/* Most router errors already start with "COMMAND: "; say it once. */
+		int named = e && strncmp(e, argv[0], cl) == 0 && e[cl] == ':';
+		fprintf(stderr, "turnoutctl: %s%s%s\n", named ? "" : argv[0], named ? "" : ": ",
 		        e ? e : "failed (no reason given)");
 	} else if (!json_out) {
 		print_human(reply);
