@@ -335,6 +335,7 @@ static void conn_release(struct tls_listener *l, struct tls_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	l->n--;
+	evbuffer_remove_cb(bufferevent_get_input(c->bev), on_input, c); /* c goes now */
 	bufferevent_decref(c->bev); /* evhttp's free already ran: this finalizes it */
 	free(c);
 }
