@@ -2,10 +2,12 @@
  * accesslog.c - JSON-lines access log with a writer thread (see accesslog.h).
  *
  * The hot path (accesslog_write, on a worker) formats the line on its stack
- * and holds the queue's mutex only for one memcpy; the writer thread swaps
- * the filled queue with an empty one under the mutex and writes outside it,
- * so a slow or failing disk never stalls a worker: the queue fills, lines
- * are dropped and counted.
+ * and appends it to its own thread's queue (registered on the thread's first
+ * line), whose mutex only that thread and the writer take, for a memcpy or a
+ * pointer swap: workers never contend with each other. The writer thread
+ * swaps each queue's buffer with its spare and writes outside any lock, so a
+ * slow or failing disk never stalls a worker: its queue fills, lines are
+ * dropped and counted.
  */
 #include "accesslog.h"
 
@@ -22,17 +24,26 @@
 
 #include "log.h"
 
+/* One writing thread's queue: that thread and the writer take its lock, nobody else. */
+struct tqueue {
+	pthread_mutex_t lock;
+	char *buf; /* ACCESSLOG_THREAD_QUEUE_MAX */
+	size_t len;
+	struct tqueue *next; /* set once, before the queue is published */
+};
+
 struct accesslog {
 	char *path; /* NULL = stderr */
 	int fd;
+	uint64_t gen; /* which open this is: thread queues of an older one are stale */
 	pthread_t thread;
-	pthread_mutex_t lock;
+	pthread_mutex_t lock; /* the queue list, the flags and the pass counters */
 	pthread_cond_t wake;  /* writer: work, reopen or stop */
-	pthread_cond_t idle;  /* flushers: a batch was written */
-	char *queue, *spare;  /* ACCESSLOG_QUEUE_MAX each */
-	size_t queued;        /* bytes in queue */
-	uint64_t seq_written; /* lines: queued count at the last completed write */
-	uint64_t lines_queued;
+	pthread_cond_t idle;  /* flushers: a pass ended */
+	struct tqueue *queues;
+	size_t n_queues;
+	char *stage; /* the writer's buffer, swapped with a full queue's */
+	uint64_t pass_wanted, pass_done;
 	int stop, reopen;
 	time_t last_report;
 	uint64_t unreported; /* failed lines since the last report */
@@ -41,6 +52,9 @@ struct accesslog {
 static struct accesslog *the_log;
 static atomic_int enabled;
 static _Atomic uint64_t n_written, n_dropped, n_failed;
+static uint64_t n_opens; /* main thread */
+static _Thread_local struct tqueue *my_queue;
+static _Thread_local uint64_t my_gen;
 
 static void json_str(char **p, char *end, const char *s)
 {
@@ -126,6 +140,37 @@ size_t accesslog_format(const struct accesslog_entry *e, int64_t t_ms, char *out
 	return (size_t)(p - out) + n;
 }
 
+/* This thread's queue in a, registered on its first line (NULL: out of memory or too many). */
+static struct tqueue *thread_queue(struct accesslog *a)
+{
+	if (my_queue != NULL && my_gen == a->gen)
+		return my_queue;
+	my_queue = NULL;
+	struct tqueue *q = calloc(1, sizeof(*q));
+	if (q == NULL || (q->buf = malloc(ACCESSLOG_THREAD_QUEUE_MAX)) == NULL) {
+		free(q);
+		return NULL;
+	}
+	pthread_mutex_init(&q->lock, NULL);
+	pthread_mutex_lock(&a->lock);
+	int ok = a->n_queues < ACCESSLOG_THREADS_MAX;
+	if (ok) {
+		q->next = a->queues;
+		a->queues = q;
+		a->n_queues++;
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (!ok) {
+		pthread_mutex_destroy(&q->lock);
+		free(q->buf);
+		free(q);
+		return NULL;
+	}
+	my_queue = q;
+	my_gen = a->gen;
+	return q;
+}
+
 void accesslog_write(const struct accesslog_entry *e)
 {
 	if (!atomic_load_explicit(&enabled, memory_order_acquire))
@@ -136,16 +181,25 @@ void accesslog_write(const struct accesslog_entry *e)
 	size_t n = accesslog_format(e, (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, line,
 	                            sizeof(line));
 	struct accesslog *a = the_log;
-	pthread_mutex_lock(&a->lock);
-	int fits = a->queued + n <= ACCESSLOG_QUEUE_MAX;
-	if (fits) {
-		memcpy(a->queue + a->queued, line, n);
-		a->queued += n;
-		a->lines_queued++;
+	struct tqueue *q = thread_queue(a);
+	size_t before = 0;
+	int fits = 0;
+	if (q != NULL) {
+		pthread_mutex_lock(&q->lock);
+		before = q->len;
+		fits = q->len + n <= ACCESSLOG_THREAD_QUEUE_MAX;
+		if (fits) {
+			memcpy(q->buf + q->len, line, n);
+			q->len += n;
+		}
+		pthread_mutex_unlock(&q->lock);
 	}
-	pthread_mutex_unlock(&a->lock);
 	if (!fits)
 		atomic_fetch_add(&n_dropped, 1);
+	else if (before < ACCESSLOG_THREAD_QUEUE_MAX / 2 &&
+	         before + n >= ACCESSLOG_THREAD_QUEUE_MAX / 2)
+		pthread_cond_signal(
+		    &a->wake); /* half full: early pass (a lost wake-up waits for the timer) */
 }
 
 static int open_path(const char *path, char *err, size_t errlen)
@@ -208,12 +262,39 @@ static void report_failure(struct accesslog *a, int e, uint64_t lines)
 	a->unreported = 0;
 }
 
+/* Writer thread: hand each thread's queue over (a pointer swap) and write it out. */
+static void write_pass(struct accesslog *a)
+{
+	pthread_mutex_lock(&a->lock);
+	struct tqueue *head = a->queues; /* queues are only ever prepended */
+	pthread_mutex_unlock(&a->lock);
+	for (struct tqueue *q = head; q != NULL; q = q->next) {
+		pthread_mutex_lock(&q->lock);
+		char *full = q->buf;
+		size_t len = q->len;
+		q->buf = a->stage;
+		q->len = 0;
+		a->stage = full;
+		pthread_mutex_unlock(&q->lock);
+		if (len == 0)
+			continue;
+		uint64_t lines = count_lines(full, len);
+		int e = write_all(a->fd, full, len);
+		if (e == 0) {
+			atomic_fetch_add(&n_written, lines);
+		} else {
+			atomic_fetch_add(&n_failed, lines);
+			report_failure(a, e, lines);
+		}
+	}
+}
+
 static void *writer_main(void *arg)
 {
 	struct accesslog *a = arg;
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
-		if (a->queued == 0 && !a->stop && !a->reopen) {
+		if (!a->stop && !a->reopen && a->pass_wanted == a->pass_done) {
 			struct timespec dl;
 			clock_gettime(CLOCK_REALTIME, &dl);
 			dl.tv_nsec += ACCESSLOG_FLUSH_MS * 1000000L;
@@ -224,30 +305,16 @@ static void *writer_main(void *arg)
 			pthread_cond_timedwait(&a->wake, &a->lock, &dl);
 		}
 		int reopen = a->reopen, stop = a->stop;
+		uint64_t want = a->pass_wanted;
 		a->reopen = 0;
-		char *buf = a->queue;
-		size_t len = a->queued;
-		uint64_t upto = a->lines_queued;
-		a->queue = a->spare;
-		a->spare = buf;
-		a->queued = 0;
 		pthread_mutex_unlock(&a->lock);
 		if (reopen)
 			do_reopen(a);
-		if (len > 0) {
-			uint64_t lines = count_lines(buf, len);
-			int e = write_all(a->fd, buf, len);
-			if (e == 0)
-				atomic_fetch_add(&n_written, lines);
-			else {
-				atomic_fetch_add(&n_failed, lines);
-				report_failure(a, e, lines);
-			}
-		}
+		write_pass(a);
 		pthread_mutex_lock(&a->lock);
-		a->seq_written = upto;
+		a->pass_done = want;
 		pthread_cond_broadcast(&a->idle);
-		if (stop && a->queued == 0)
+		if (stop) /* the writing threads are gone: that pass was the last */
 			break;
 	}
 	pthread_mutex_unlock(&a->lock);
@@ -260,9 +327,15 @@ static void free_log(struct accesslog *a)
 		return;
 	if (a->path && a->fd >= 0)
 		close(a->fd);
+	while (a->queues != NULL) {
+		struct tqueue *q = a->queues;
+		a->queues = q->next;
+		pthread_mutex_destroy(&q->lock);
+		free(q->buf);
+		free(q);
+	}
 	free(a->path);
-	free(a->queue);
-	free(a->spare);
+	free(a->stage);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->wake);
 	pthread_cond_destroy(&a->idle);
@@ -284,9 +357,8 @@ int accesslog_open(const char *spec, char *err, size_t errlen)
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->wake, NULL);
 	pthread_cond_init(&a->idle, NULL);
-	a->queue = malloc(ACCESSLOG_QUEUE_MAX);
-	a->spare = malloc(ACCESSLOG_QUEUE_MAX);
-	if (a->queue == NULL || a->spare == NULL)
+	a->gen = ++n_opens;
+	if ((a->stage = malloc(ACCESSLOG_THREAD_QUEUE_MAX)) == NULL)
 		goto oom;
 	if (strcmp(spec, "stderr") == 0) {
 		a->fd = STDERR_FILENO;
@@ -347,9 +419,9 @@ void accesslog_flush(void)
 	if (a == NULL)
 		return;
 	pthread_mutex_lock(&a->lock);
-	uint64_t want = a->lines_queued;
+	uint64_t want = ++a->pass_wanted;
 	pthread_cond_signal(&a->wake);
-	while (a->seq_written < want)
+	while (a->pass_done < want)
 		pthread_cond_wait(&a->idle, &a->lock);
 	pthread_mutex_unlock(&a->lock);
 }

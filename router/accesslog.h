@@ -4,9 +4,10 @@
  * bytes, upstream endpoint, shadow).
  *
  * Workers never write to the file: a line is formatted on the worker's stack
- * and copied into a bounded in-memory queue (ACCESSLOG_QUEUE_MAX bytes; a
- * line that does not fit is dropped and counted). A writer thread swaps the
- * queue out and writes it, at least every ACCESSLOG_FLUSH_MS. A failed write
+ * and copied into that thread's own bounded queue (ACCESSLOG_THREAD_QUEUE_MAX
+ * bytes; a line that does not fit is dropped and counted). A writer thread
+ * takes every queue over and writes it, at least every ACCESSLOG_FLUSH_MS
+ * (sooner when a queue is half full). A failed write
  * (full disk) loses those lines, is counted, and is reported at most once per
  * ACCESSLOG_REPORT_S; it is never fatal. accesslog_reopen (SIGUSR1, after
  * logrotate moved the file) makes the writer open the path again.
@@ -19,11 +20,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ACCESSLOG_QUEUE_MAX (4u * 1024 * 1024) /* bytes queued before lines are dropped */
-#define ACCESSLOG_LINE_MAX  4096               /* one line; longer fields are truncated */
-#define ACCESSLOG_FIELD_MAX 1024               /* bytes kept of the path and other strings */
-#define ACCESSLOG_FLUSH_MS  200
-#define ACCESSLOG_REPORT_S  10
+#define ACCESSLOG_THREAD_QUEUE_MAX (2u * 1024 * 1024) /* per writing thread, then drops */
+#define ACCESSLOG_THREADS_MAX      256                /* writing threads with a queue */
+#define ACCESSLOG_LINE_MAX         4096               /* one line; longer fields are truncated */
+#define ACCESSLOG_FIELD_MAX        1024               /* bytes kept of the path and other strings */
+#define ACCESSLOG_FLUSH_MS         200
+#define ACCESSLOG_REPORT_S         10
 
 /* One answered request (all borrowed for the call; NULL strings are written as null). */
 struct accesslog_entry {

@@ -2,7 +2,8 @@
  * test_accesslog.c - unit tests for router/accesslog.c: every line is valid
  * JSON with the fields given (hostile bytes escaped, long fields truncated),
  * lines from several threads all arrive, SIGUSR1-style reopen after a rename
- * starts a new file, and a full disk (/dev/full) is counted, never fatal.
+ * starts a new file, a full disk (/dev/full) is counted, never fatal, and a
+ * stalled reader makes the bounded queue drop (and count) lines, never block.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,10 +11,13 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -150,12 +154,68 @@ static void test_full_disk_and_errors(void **state)
 	accesslog_close();
 }
 
+static void *drain(void *arg)
+{
+	int fd = *(int *)arg;
+	static char buf[65536];
+	size_t lines = 0;
+	for (;;) {
+		ssize_t r = read(fd, buf, sizeof(buf));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		for (ssize_t i = 0; i < r; i++)
+			lines += buf[i] == '\n';
+	}
+	return (void *)lines;
+}
+
+/* A reader that does not read: the queue fills, lines are dropped and counted,
+ * the writing thread never blocks; what was kept arrives, every line counted. */
+static void test_full_queue_drops(void **state)
+{
+	enum { N = 40000 };
+	char dir[] = "/tmp/turnout-accesslog-XXXXXX", fifo[128], err[256], path[300];
+	assert_non_null(mkdtemp(dir));
+	snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	int rfd = open(fifo, O_RDONLY | O_NONBLOCK);
+	assert_true(rfd >= 0);
+	struct accesslog_counters before, after;
+	accesslog_get_counters(&before);
+	assert_int_equal(accesslog_open(fifo, err, sizeof(err)), 0);
+	assert_int_equal(fcntl(rfd, F_SETFL, 0), 0);
+	memset(path, 'p', sizeof(path) - 1);
+	path[0] = '/';
+	path[sizeof(path) - 1] = '\0';
+	struct accesslog_entry e = {.method = "GET", .path = path, .status = 200};
+	for (int i = 0; i < N; i++)
+		accesslog_write(&e);
+	accesslog_get_counters(&after);
+	assert_true(after.dropped > before.dropped);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, drain, &rfd), 0);
+	accesslog_close(); /* the last pass, then the writer's end closes: EOF */
+	void *lines = NULL;
+	pthread_join(t, &lines);
+	close(rfd);
+	accesslog_get_counters(&after);
+	uint64_t written = after.written - before.written, dropped = after.dropped - before.dropped;
+	assert_int_equal((size_t)lines, written);
+	assert_int_equal(written + dropped, N);
+	assert_int_equal(after.write_failed, before.write_failed);
+	unlink(fifo);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_format),
 	    cmocka_unit_test(test_threads_and_reopen),
 	    cmocka_unit_test(test_full_disk_and_errors),
+	    cmocka_unit_test(test_full_queue_drops),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
