@@ -262,8 +262,9 @@ static int check_shape(const struct onnx_value_info *vi, size_t idx, int ndim, c
                        size_t body_len, char *err, size_t errlen)
 {
 	char want[128], got[128];
-	int ok = vi->ndim == 0 || vi->ndim == ndim;
-	for (int i = 0; ok && vi->ndim && i < ndim; i++)
+	/* ndim -1: the model declares no shape; 0 is a scalar and must match as such. */
+	int ok = vi->ndim < 0 || vi->ndim == ndim;
+	for (int i = 0; ok && vi->ndim > 0 && i < ndim; i++)
 		if (vi->dims[i] >= 0 && vi->dims[i] != dims[i])
 			ok = 0;
 	if (!ok) {
