@@ -11,7 +11,9 @@ For turnout, turnoutctl and turnout-predictor:
   - every invocation the docs show (code in README.md and docs/*.md) uses only
     flags and commands --help knows;
   - the man pages (docs/man) render without a single groff warning
-    (groff -man -ww -z) and with man -l, and carry the program's version.
+    (groff -man -ww -z) and with man -l, and carry the program's version;
+  - README.md links to every document in docs/, and every relative link in
+    README.md and docs/*.md leads to a file that exists.
 Nothing is hard-coded but the file names: both sides are read each run.
 """
 
@@ -146,12 +148,29 @@ def check_man(page, version):
     return text
 
 
+def check_links():
+    docs = sorted(glob.glob(os.path.join(SRC, "docs", "*.md")))
+    readme = read(os.path.join(SRC, "README.md"))
+    for d in docs:
+        rel = os.path.relpath(d, SRC)
+        f.check(f"]({rel})" in readme, f"README.md links to {rel}")
+    for path in [os.path.join(SRC, "README.md")] + docs:
+        text = re.sub(r"^```.*?^```", "", read(path), flags=re.M | re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"^(https?:|mailto:|#)", target):
+                continue
+            dest = os.path.normpath(os.path.join(os.path.dirname(path), target.split("#")[0]))
+            f.check(os.path.exists(dest),
+                    f"{os.path.relpath(path, SRC)}: link ({target}) leads to a file that exists")
+
+
 def main():
     rc, out, _ = run([harness.bin_path("turnout"), "--version"])
     m = re.search(r"(\d+\.\d+\.\d+)", out)
     f.check(rc == 0 and m is not None, f"turnout --version prints a version ({out!r})")
     version = m.group(1) if m else "?"
     code = code_in_docs()
+    check_links()
 
     # --- turnout
     h = help_text("turnout")
