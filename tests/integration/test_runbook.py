@@ -19,6 +19,9 @@ Then, for each block:
     printed verbatim by that block, so the document cannot drift from the code.
 Every process the runbook starts is stopped by its last block with SIGTERM and
 must exit 0 (under ASan that is where leaks show). Bounded: 150 s at most.
+
+README.md's 5-minute tour is run the same way, against the setup deploy/run.sh
+makes (conf/turnout.yaml, both predictors), with paths and ports moved.
 """
 
 import hashlib
@@ -101,6 +104,44 @@ def expected_agreement():
             labels.append(json.load(fh)["labels"])
     agree = sum(1 for a, b in zip(*labels) if a == b)
     return agree, len(labels[0]) - agree
+
+
+def readme_tour():
+    """README.md's tour against what deploy/run.sh starts, moved to free ports."""
+    with open(os.path.join(harness.SRC_DIR, "README.md")) as fh:
+        readme = fh.read()
+    tour = readme[readme.find("## A 5-minute tour"):]
+    tour_blocks = [b for lang, b in blocks(tour) if lang == "sh"]
+    f.check(len(tour_blocks) >= 1, "README.md has a 5-minute tour with an sh block")
+    if not tour_blocks:
+        return
+    d = harness.tmpdir()
+    ports = {p: harness.free_port() for p in PORTS}
+    with open(os.path.join(harness.SRC_DIR, "conf", "turnout.yaml")) as fh:
+        conf = fh.read()
+    conf = conf.replace("/run/turnout", d).replace("/var/lib/turnout", d)
+    conf = substitute(conf, ports, harness.BIN_DIR, d)
+    conf_path = os.path.join(d, "turnout.yaml")
+    with open(conf_path, "w") as fh:
+        fh.write(conf)
+    blue = harness.start_predictor("digits-v1.onnx", version="1", port=ports[9001])
+    green = harness.start_predictor("digits-v2.onnx", version="2", port=ports[9002])
+    router = harness.Proc([harness.bin_path("turnout"), "-c", conf_path], name="tour-router")
+    harness.wait_http_ok(ports[9090], "/status", proc=router)
+    body = substitute(tour_blocks[0], ports, harness.BIN_DIR, d)
+    body = body.replace("build/bin/", harness.BIN_DIR + "/")
+    env = dict(os.environ, TURNOUT_ADMIN_SOCKET=os.path.join(d, "admin.sock"))
+    env["PATH"] = os.path.dirname(sys.executable) + ":" + env.get("PATH", "/usr/bin:/bin")
+    p = subprocess.run(["bash", "-e", "-c", body], cwd=harness.SRC_DIR, env=env, timeout=60,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    out = p.stdout + p.stderr
+    f.check(p.returncode == 0, f"README tour exits 0 (got {p.returncode})\n{out}")
+    for want in ("X-Turnout-Variant: ", '"label"', "canary: stable blue, candidate green, canary 10%",
+                 "canary: 25% of live traffic to green (was 10%)", "rollback: canary 25% -> 0%",
+                 "resume: ", 'turnout_shadow_comparisons_total{variant="green",result="agree"}'):
+        f.check(want in out, f"README tour prints {want!r}\n{out}")
+    for proc in (router, blue, green):
+        f.check(proc.stop() == 0, f"tour: {proc.name} exits 0 on SIGTERM\n{proc.output()[-2000:]}")
 
 
 def main():
@@ -267,6 +308,7 @@ def main():
     f.check(not os.path.exists(os.path.join(run_dir, "admin.sock")),
             "the admin socket is removed at a clean exit")
     f.check(elapsed < TIME_LIMIT, f"runbook took {elapsed:.1f}s")
+    readme_tour()
     print(f"runbook: {len(sh)} sh blocks in {elapsed:.1f}s, ports {ports}, agreement "
           f"{agree}/360, canary 5/25/50% = {green_users(5)}/{green_users(25)}/{g50} users")
     f.finish()
