@@ -148,6 +148,15 @@ def check_man(page, version):
     return text
 
 
+def anchors(path):
+    """GitHub's heading anchors of a markdown file."""
+    text = re.sub(r"^```.*?^```", "", read(path), flags=re.M | re.S)
+    out = set()
+    for h in re.findall(r"^#{1,6} (.+?)\s*$", text, re.M):
+        out.add(re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-"))
+    return out
+
+
 def check_links():
     docs = sorted(glob.glob(os.path.join(SRC, "docs", "*.md")))
     readme = read(os.path.join(SRC, "README.md"))
@@ -157,11 +166,16 @@ def check_links():
     for path in [os.path.join(SRC, "README.md")] + docs:
         text = re.sub(r"^```.*?^```", "", read(path), flags=re.M | re.S)
         for target in re.findall(r"\]\(([^)\s]+)\)", text):
-            if re.match(r"^(https?:|mailto:|#)", target):
+            if re.match(r"^(https?:|mailto:)", target):
                 continue
-            dest = os.path.normpath(os.path.join(os.path.dirname(path), target.split("#")[0]))
+            file_part, _, anchor = target.partition("#")
+            dest = os.path.normpath(os.path.join(os.path.dirname(path), file_part)) \
+                if file_part else path
             f.check(os.path.exists(dest),
                     f"{os.path.relpath(path, SRC)}: link ({target}) leads to a file that exists")
+            if anchor and dest.endswith(".md") and os.path.isfile(dest):
+                f.check(anchor in anchors(dest),
+                        f"{os.path.relpath(path, SRC)}: link ({target}): no such heading")
 
 
 def main():
