@@ -505,6 +505,9 @@ static void start_only_changes(const struct config *a, const struct config *b, c
 		snprintf(out, n,
 		         "limits (max_body, max_header, client_timeout, max_connections, "
 		         "drain_timeout) changed: in force after a restart");
+	else if ((a->access_log == NULL) != (b->access_log == NULL) ||
+	         (a->access_log && strcmp(a->access_log, b->access_log) != 0))
+		snprintf(out, n, "access_log changed: in force after a restart");
 }
 
 static void record_failure(struct ops *o, const char *err)
