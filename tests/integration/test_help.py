@@ -13,7 +13,9 @@ For turnout, turnoutctl and turnout-predictor:
   - the man pages (docs/man) render without a single groff warning
     (groff -man -ww -z) and with man -l, and carry the program's version;
   - README.md links to every document in docs/, and every relative link in
-    README.md and docs/*.md leads to a file that exists.
+    README.md and docs/*.md leads to a file (and heading) that exists;
+  - README.md's "Source code layout" has a line for every source file of the
+    router and the predictor and every top-level directory.
 Nothing is hard-coded but the file names: both sides are read each run.
 """
 
@@ -178,6 +180,24 @@ def check_links():
                         f"{os.path.relpath(path, SRC)}: link ({target}): no such heading")
 
 
+def check_layout():
+    readme = read(os.path.join(SRC, "README.md"))
+    sec = readme[readme.find("## Source code layout"):]
+    m = re.search(r"^```text\n(.*?)^```", sec, re.M | re.S)
+    f.check(m is not None, "README.md has a Source code layout block")
+    listed = {line.split()[0] for line in (m.group(1) if m else "").splitlines() if line.strip()}
+    want = [os.path.relpath(p, SRC) for p in
+            glob.glob(os.path.join(SRC, "router", "*.c")) +
+            glob.glob(os.path.join(SRC, "router", "ctl", "*.c")) +
+            glob.glob(os.path.join(SRC, "predictor", "*.c"))]
+    want += [d + "/" for d in ("router/web", "predictor/ops", "predictor/models", "predictor/train",
+                                "conf", "deploy", "docs", "tests/unit", "tests/integration",
+                                "tests/fuzz", "tests/bench", "cmake")
+             if os.path.isdir(os.path.join(SRC, d))]
+    for w in sorted(want):
+        f.check(w in listed, f"README.md layout has a line for {w}")
+
+
 def main():
     rc, out, _ = run([harness.bin_path("turnout"), "--version"])
     m = re.search(r"(\d+\.\d+\.\d+)", out)
@@ -185,6 +205,7 @@ def main():
     version = m.group(1) if m else "?"
     code = code_in_docs()
     check_links()
+    check_layout()
 
     # --- turnout
     h = help_text("turnout")
