@@ -112,6 +112,12 @@ def invocations(prog, code):
     for rel, line in code:
         line = re.sub(r"(^|\s)#.*$", "", line)  # a shell comment is prose
         for m in pat.finditer(line):
+            before = line[:m.start(1)]
+            # A command word: after a path or quote, or first in its command
+            # (not `journalctl -u turnout`, `systemctl reload turnout`).
+            if not (before[-1:] in ("/", '"', "'", "`", "(") or
+                    re.search(r"(^|&&|\|\||;|\||!|\bsudo|\bthen|\bdo|\$\()\s*$", before)):
+                continue
             rest = line[m.end():]
             words = []
             for w in rest.split():
