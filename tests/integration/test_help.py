@@ -147,7 +147,7 @@ def check_man(page, version):
     else:
         print(f"SKIP: groff is not installed (Debian package groff-base); {page} not rendered")
     if shutil.which("man"):
-        env = dict(os.environ, MANWIDTH="80")
+        env = dict(os.environ, MANWIDTH="80", LC_ALL="C.UTF-8", LANG="C.UTF-8")
         env.pop("MAN_KEEP_FORMATTING", None)
         p = subprocess.run(["man", "-l", path], capture_output=True, text=True, env=env,
                            timeout=30, stdin=subprocess.DEVNULL)
