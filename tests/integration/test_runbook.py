@@ -97,6 +97,18 @@ def stop_group(proc):
             time.sleep(0.05)
 
 
+def free_ports():
+    """{documented port: a distinct free loopback port} for each of PORTS."""
+    ports = {}
+    for _ in range(100):
+        p = harness.free_port()
+        if p not in ports.values():
+            ports[PORTS[len(ports)]] = p
+        if len(ports) == len(PORTS):
+            return ports
+    raise AssertionError("no distinct free ports")
+
+
 def expected_agreement():
     labels = []
     for v in ("digits-v1", "digits-v2"):
@@ -116,7 +128,7 @@ def readme_tour():
     if not tour_blocks:
         return
     d = harness.tmpdir()
-    ports = {p: harness.free_port() for p in PORTS}
+    ports = free_ports()
     with open(os.path.join(harness.SRC_DIR, "conf", "turnout.yaml")) as fh:
         conf = fh.read()
     conf = conf.replace("/run/turnout", d).replace("/var/lib/turnout", d)
@@ -162,11 +174,7 @@ def main():
     f.check(text.count("BIN=$PWD/build/bin") == 1, "one `BIN=$PWD/build/bin` line to substitute")
     f.check(text.count("RUN=/tmp/turnout-rollout") == 1, "one `RUN=/tmp/turnout-rollout` line")
 
-    ports = {}
-    while len(ports) < len(PORTS):
-        p = harness.free_port()
-        if p not in ports.values():
-            ports[PORTS[len(ports)]] = p
+    ports = free_ports()
     run_dir = harness.tmpdir()
     bin_dir = harness.BIN_DIR
     for name in ("turnout", "turnoutctl", "turnout-predictor"):
