@@ -8,6 +8,9 @@
   upstream_timeout (+ slack);
 - a backend that resets in the middle of its response: 502, cause reset;
 - a backend that answers garbage: 502, cause protocol (or reset);
+- a backend that reads a request on a reused connection, resets it and stops
+  listening: 502 reset, and the request is not sent to the variant's other endpoint
+  (libcurl's own re-send meets a refused connect: still not a "never reached" case);
 each time the router goes on serving, and it exits 0 on SIGTERM.
 """
 
@@ -26,7 +29,7 @@ import harness  # noqa: E402
 
 CONFIG = """
 listen: 127.0.0.1:{{port}}
-workers: 2
+workers: 1
 admin:
   http: 127.0.0.1:{{admin_port}}
 variants:
@@ -34,6 +37,7 @@ variants:
   hang:    {{{{ endpoints: [http://127.0.0.1:{hang}] }}}}
   partial: {{{{ endpoints: [http://127.0.0.1:{partial}] }}}}
   garbage: {{{{ endpoints: [http://127.0.0.1:{garbage}] }}}}
+  flaky:   {{{{ endpoints: [http://127.0.0.1:{flaky}, http://127.0.0.1:{other}] }}}}
 strategy: bluegreen
 stable: blue
 limits:
@@ -110,6 +114,31 @@ def partial(srv, c):
     c.close()  # RST in the middle of the body
 
 
+class DiesOnSecond:
+    """Answers the first request of a connection (keep-alive), then, on the second,
+    reads it, resets the connection and stops listening: libcurl's own re-send on a
+    fresh connection is then refused, after the request reached this backend."""
+
+    def __init__(self):
+        self.requests = 0
+        self.srv = RawServer(self.behave)
+
+    def behave(self, srv, c):
+        for n in range(2):
+            head = read_head(c)
+            if not head:
+                return
+            if not head.startswith(b"GET /v2/health/ready "):  # probes not counted
+                self.requests += 1
+            if n == 0:
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                continue
+            srv.stop.set()
+            srv.t.join(5)  # the listening socket is closed: new connects are refused
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+
+
 def main():
     f = harness.Failures()
     a_port, b_port = harness.free_port(), harness.free_port()
@@ -117,8 +146,10 @@ def main():
     b = backend.start_backend("b", port=b_port)
     hang_srv, partial_srv = RawServer(hang), RawServer(partial)
     garbage = backend.start_backend("garbage", mode="garbage")
+    flaky, other = DiesOnSecond(), backend.start_backend("other")
     router = backend.start_router(CONFIG.format(a=a_port, b=b_port, hang=hang_srv.port,
-                                                partial=partial_srv.port, garbage=garbage.port))
+                                                partial=partial_srv.port, garbage=garbage.port,
+                                                flaky=flaky.srv.port, other=other.port))
     port = router.port
 
     def get(path, variant=None, timeout=10):
@@ -190,6 +221,19 @@ def main():
             f"garbage -> 502 ({s} {body[:200]!r})")
     f.check(get("/x")[0] == 200, "served after the garbage")
 
+    # A request that reached a backend which then died is not retried elsewhere, even
+    # when libcurl's own re-send turns the failure into a refused connect. (One worker:
+    # the round-robin goes flaky, other, flaky; the third reuses flaky's connection.)
+    def other_requests():
+        return json.loads(harness.http_request(other.port, "GET", "/_stats")[2])["requests"]
+    codes = [get("/x", "flaky")[0] for _ in range(2)]
+    before = other_requests()
+    s, _, body = get("/x", "flaky")
+    f.check(codes == [200, 200] and s == 502 and json.loads(body)["cause"] == "reset",
+            f"request lost inside a dying backend -> 502 reset ({codes} {s} {body[:200]!r})")
+    f.check(flaky.requests == 2 and other_requests() == before,
+            f"not re-sent to the other endpoint ({flaky.requests}, other +{other_requests() - before})")
+
     # /status counted them by cause.
     st = json.loads(harness.http_request(router.admin_port, "GET", "/status")[2])
     by = {v["name"]: v for v in st["variants"]}
@@ -199,7 +243,8 @@ def main():
     f.check(router.stop() == 0, "router exits 0 on SIGTERM")
     hang_srv.close()
     partial_srv.close()
-    for p in (a, b, garbage):
+    flaky.srv.close()
+    for p in (a, b, garbage, other):
         f.check(p.stop(signal.SIGTERM) == 0, "backend exits 0")
     f.finish()
 
