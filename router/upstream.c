@@ -138,6 +138,13 @@ static void complete(struct upstream_transfer *t, CURLcode rc)
 {
 	struct upstream_result r = {0};
 	r.err = map_curl_error(t, rc);
+	/* resilience: libcurl re-sends on a fresh connection when a reused one dies
+	 * before any answer byte; if that connect then fails, the request may already
+	 * have reached the backend: say "reset", not "connect" (no retry elsewhere). */
+	long sent = 0;
+	if (r.err == UPSTREAM_ERR_CONNECT &&
+	    curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &sent) == CURLE_OK && sent > 0)
+		r.err = UPSTREAM_ERR_RESET;
 	if (r.err == UPSTREAM_OK)
 		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &r.status);
 	r.headers = &t->resp_headers;
