@@ -1,10 +1,11 @@
 #!/bin/sh
 # Soak test (issue 8), outside the default suite: 5 minutes, loopback only.
 #   sh tests/soak/run.sh [BUILD_DIR]        (default: build; SOAK_SECONDS=300)
-# Starts three backends and turnout (canary 20 %), drives a paced load, kills -9
-# and restarts a backend every 20 s, samples turnout's RSS every 5 s, and fails if
-# RSS grows (last minute vs second minute) or if any answer is other than 200 or
-# the documented 502 for a request inside a killed backend. Prints the figures.
+# Starts three backends and turnout (canary 20 %, no admin HTTP server: see soak.py),
+# drives a paced load, kills -9 and restarts a backend every 20 s, samples turnout's
+# RSS every 5 s, and fails if RSS grows (last minute vs second minute), if any answer
+# is other than 200 or a documented 502/504, or if turnout does not exit 0 on SIGTERM.
+# Prints the figures. Use a normal build: ASan's quarantine makes RSS meaningless.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
