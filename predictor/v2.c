@@ -7,6 +7,7 @@
  * evbuffer: the infer response is the hot path and a jansson tree per reply
  * would cost an allocation per number.
  */
+#include "log.h"
 #include "v2.h"
 
 #include <event2/buffer.h>
@@ -20,19 +21,6 @@
 #include <string.h>
 
 /* ---- errors ------------------------------------------------------------ */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (!err || errlen == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 char *v2_shape_str(char *buf, size_t buflen, int ndim, const int64_t *dims)
 {
@@ -76,13 +64,13 @@ static void json_error_msg(const char *body, size_t len, const json_error_t *je,
                            size_t errlen)
 {
 	if (strstr(je->text, "invalid token") && looks_non_finite(body, len, (size_t)je->position))
-		set_err(err, errlen,
-		        "malformed JSON at line %d, column %d: NaN and Infinity are not valid "
-		        "JSON numbers (input values must be finite)",
-		        je->line, je->column);
+		log_errbuf(err, errlen,
+		           "malformed JSON at line %d, column %d: NaN and Infinity are not valid "
+		           "JSON numbers (input values must be finite)",
+		           je->line, je->column);
 	else
-		set_err(err, errlen, "malformed JSON at line %d, column %d: %s", je->line,
-		        je->column, je->text);
+		log_errbuf(err, errlen, "malformed JSON at line %d, column %d: %s", je->line,
+		           je->column, je->text);
 }
 
 /* ---- request parsing ---------------------------------------------------- */
@@ -135,8 +123,8 @@ static int put_value(struct tensor *t, size_t k, const json_t *v, size_t idx, ch
 			break;
 		double d = json_number_value(v);
 		if (!isfinite(d) || (t->dtype == TENSOR_FLOAT && fabs(d) > FLT_MAX)) {
-			set_err(err, errlen, "inputs[%zu].data[%zu]: %g is out of %s range", idx, k,
-			        d, tensor_dtype_v2_name(t->dtype));
+			log_errbuf(err, errlen, "inputs[%zu].data[%zu]: %g is out of %s range", idx,
+			           k, d, tensor_dtype_v2_name(t->dtype));
 			return -1;
 		}
 		if (t->dtype == TENSOR_FLOAT)
@@ -162,8 +150,8 @@ static int put_value(struct tensor *t, size_t k, const json_t *v, size_t idx, ch
 		             : t->dtype == TENSOR_UINT8 ? UINT8_MAX
 		                                        : INT64_MAX;
 		if (x < lo || x > hi) {
-			set_err(err, errlen, "inputs[%zu].data[%zu]: %lld is out of %s range", idx,
-			        k, (long long)x, tensor_dtype_v2_name(t->dtype));
+			log_errbuf(err, errlen, "inputs[%zu].data[%zu]: %lld is out of %s range",
+			           idx, k, (long long)x, tensor_dtype_v2_name(t->dtype));
 			return -1;
 		}
 		if (t->dtype == TENSOR_INT64)
@@ -183,11 +171,11 @@ static int put_value(struct tensor *t, size_t k, const json_t *v, size_t idx, ch
 		((uint8_t *)t->data)[k] = json_is_true(v) ? 1 : 0;
 		return 0;
 	case TENSOR_UNDEFINED:
-		set_err(err, errlen, "inputs[%zu]: unsupported datatype", idx);
+		log_errbuf(err, errlen, "inputs[%zu]: unsupported datatype", idx);
 		return -1;
 	}
-	set_err(err, errlen, "inputs[%zu].data[%zu]: expected %s, got %s", idx, k, want,
-	        json_kind(v));
+	log_errbuf(err, errlen, "inputs[%zu].data[%zu]: expected %s, got %s", idx, k, want,
+	           json_kind(v));
 	return -1;
 }
 
@@ -200,8 +188,8 @@ static int fill(struct tensor *t, const json_t *v, size_t *count, int depth, siz
                 size_t errlen)
 {
 	if (depth > V2_MAX_JSON_DEPTH) {
-		set_err(err, errlen, "inputs[%zu].data: nested deeper than %d", idx,
-		        V2_MAX_JSON_DEPTH);
+		log_errbuf(err, errlen, "inputs[%zu].data: nested deeper than %d", idx,
+		           V2_MAX_JSON_DEPTH);
 		return -1;
 	}
 	if (json_is_array(v)) {
@@ -221,22 +209,23 @@ static int parse_shape(const json_t *js, size_t idx, int *ndim, int64_t *dims, c
                        size_t errlen)
 {
 	if (!json_is_array(js)) {
-		set_err(err, errlen, "inputs[%zu].shape: %s", idx,
-		        js ? "expected an array of integers" : "missing");
+		log_errbuf(err, errlen, "inputs[%zu].shape: %s", idx,
+		           js ? "expected an array of integers" : "missing");
 		return -1;
 	}
 	size_t n = json_array_size(js);
 	if (n > TENSOR_MAX_DIMS) {
-		set_err(err, errlen, "inputs[%zu].shape: %zu dimensions, at most %d allowed", idx,
-		        n, TENSOR_MAX_DIMS);
+		log_errbuf(err, errlen, "inputs[%zu].shape: %zu dimensions, at most %d allowed",
+		           idx, n, TENSOR_MAX_DIMS);
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
 		const json_t *d = json_array_get(js, i);
 		if (!json_is_integer(d) || json_integer_value(d) < 0) {
-			set_err(err, errlen,
-			        "inputs[%zu].shape[%zu]: expected a non-negative integer, got %s",
-			        idx, i, json_kind(d));
+			log_errbuf(
+			    err, errlen,
+			    "inputs[%zu].shape[%zu]: expected a non-negative integer, got %s", idx,
+			    i, json_kind(d));
 			return -1;
 		}
 		dims[i] = json_integer_value(d);
@@ -268,33 +257,33 @@ static int check_shape(const struct onnx_value_info *vi, size_t idx, int ndim, c
 		if (vi->dims[i] >= 0 && vi->dims[i] != dims[i])
 			ok = 0;
 	if (!ok) {
-		set_err(err, errlen, "inputs[%zu].shape: expected %s, got %s", idx,
-		        v2_shape_str(want, sizeof(want), vi->ndim, vi->dims),
-		        v2_shape_str(got, sizeof(got), ndim, dims));
+		log_errbuf(err, errlen, "inputs[%zu].shape: expected %s, got %s", idx,
+		           v2_shape_str(want, sizeof(want), vi->ndim, vi->dims),
+		           v2_shape_str(got, sizeof(got), ndim, dims));
 		return -1;
 	}
 	uint64_t nelem = 1;
 	for (int i = 0; i < ndim; i++) {
 		if (dims[i] == 0) {
-			set_err(err, errlen,
-			        "inputs[%zu].shape: dimension %d is 0 (batch must be >= 1)", idx,
-			        i);
+			log_errbuf(err, errlen,
+			           "inputs[%zu].shape: dimension %d is 0 (batch must be >= 1)", idx,
+			           i);
 			return -1;
 		}
 		if ((uint64_t)dims[i] > V2_MAX_ELEMENTS ||
 		    nelem * (uint64_t)dims[i] > V2_MAX_ELEMENTS) {
-			set_err(err, errlen,
-			        "inputs[%zu].shape: %s is over the limit of %u elements", idx,
-			        v2_shape_str(got, sizeof(got), ndim, dims), V2_MAX_ELEMENTS);
+			log_errbuf(err, errlen,
+			           "inputs[%zu].shape: %s is over the limit of %u elements", idx,
+			           v2_shape_str(got, sizeof(got), ndim, dims), V2_MAX_ELEMENTS);
 			return -1;
 		}
 		nelem *= (uint64_t)dims[i];
 	}
 	if (body_too_small(nelem, body_len)) {
-		set_err(err, errlen,
-		        "inputs[%zu].shape: %s is %llu values, more than a %zu-byte body holds",
-		        idx, v2_shape_str(got, sizeof(got), ndim, dims), (unsigned long long)nelem,
-		        body_len);
+		log_errbuf(err, errlen,
+		           "inputs[%zu].shape: %s is %llu values, more than a %zu-byte body holds",
+		           idx, v2_shape_str(got, sizeof(got), ndim, dims),
+		           (unsigned long long)nelem, body_len);
 		return -1;
 	}
 	return 0;
@@ -312,36 +301,38 @@ static int parse_input(const struct v2_sig *sig, struct v2_request *req, const j
                        size_t idx, size_t body_len, char *err, size_t errlen)
 {
 	if (!json_is_object(in)) {
-		set_err(err, errlen, "inputs[%zu]: expected an object, got %s", idx, json_kind(in));
+		log_errbuf(err, errlen, "inputs[%zu]: expected an object, got %s", idx,
+		           json_kind(in));
 		return -1;
 	}
 	const char *name = json_string_value(json_object_get(in, "name"));
 	if (!name) {
-		set_err(err, errlen, "inputs[%zu].name: missing or not a string", idx);
+		log_errbuf(err, errlen, "inputs[%zu].name: missing or not a string", idx);
 		return -1;
 	}
 	size_t j = find_name(sig->inputs, sig->n_inputs, name);
 	if (j == sig->n_inputs) {
-		set_err(err, errlen,
-		        "inputs[%zu].name: unknown input '%.64s' (model input%s: %s%s)", idx, name,
-		        sig->n_inputs > 1 ? "s" : "", sig->n_inputs ? sig->inputs[0]->name : "none",
-		        sig->n_inputs > 1 ? ", ..." : "");
+		log_errbuf(err, errlen,
+		           "inputs[%zu].name: unknown input '%.64s' (model input%s: %s%s)", idx,
+		           name, sig->n_inputs > 1 ? "s" : "",
+		           sig->n_inputs ? sig->inputs[0]->name : "none",
+		           sig->n_inputs > 1 ? ", ..." : "");
 		return -1;
 	}
 	if (req->inputs[j]) {
-		set_err(err, errlen, "inputs[%zu].name: input '%s' given twice", idx, name);
+		log_errbuf(err, errlen, "inputs[%zu].name: input '%s' given twice", idx, name);
 		return -1;
 	}
 	const struct onnx_value_info *vi = sig->inputs[j];
 	const char *dt = json_string_value(json_object_get(in, "datatype"));
 	const char *want_dt = tensor_dtype_v2_name(vi->dtype);
 	if (!dt) {
-		set_err(err, errlen, "inputs[%zu].datatype: missing or not a string", idx);
+		log_errbuf(err, errlen, "inputs[%zu].datatype: missing or not a string", idx);
 		return -1;
 	}
 	if (!want_dt || strcmp(dt, want_dt) != 0) {
-		set_err(err, errlen, "inputs[%zu].datatype: expected %s, got %.32s", idx,
-		        want_dt ? want_dt : "(unsupported)", dt);
+		log_errbuf(err, errlen, "inputs[%zu].datatype: expected %s, got %.32s", idx,
+		           want_dt ? want_dt : "(unsupported)", dt);
 		return -1;
 	}
 	int ndim = 0;
@@ -351,12 +342,12 @@ static int parse_input(const struct v2_sig *sig, struct v2_request *req, const j
 		return -1;
 	const json_t *data = json_object_get(in, "data");
 	if (!data) {
-		set_err(err, errlen, "inputs[%zu].data: missing", idx);
+		log_errbuf(err, errlen, "inputs[%zu].data: missing", idx);
 		return -1;
 	}
 	struct tensor *t = tensor_new(vi->name, vi->dtype, ndim, dims);
 	if (!t) {
-		set_err(err, errlen, "inputs[%zu]: out of memory", idx);
+		log_errbuf(err, errlen, "inputs[%zu]: out of memory", idx);
 		return -1;
 	}
 	req->inputs[j] = t;
@@ -365,8 +356,8 @@ static int parse_input(const struct v2_sig *sig, struct v2_request *req, const j
 		return -1;
 	if (count != t->nelem) {
 		char got[128];
-		set_err(err, errlen, "inputs[%zu].data: shape %s needs %zu values, got %zu", idx,
-		        v2_shape_str(got, sizeof(got), ndim, dims), t->nelem, count);
+		log_errbuf(err, errlen, "inputs[%zu].data: shape %s needs %zu values, got %zu", idx,
+		           v2_shape_str(got, sizeof(got), ndim, dims), t->nelem, count);
 		return -1;
 	}
 	return 0;
@@ -380,19 +371,20 @@ static int parse_outputs(const struct v2_sig *sig, struct v2_request *req, const
 		return 0;
 	}
 	if (!json_is_array(outs)) {
-		set_err(err, errlen, "outputs: expected an array, got %s", json_kind(outs));
+		log_errbuf(err, errlen, "outputs: expected an array, got %s", json_kind(outs));
 		return -1;
 	}
 	for (size_t i = 0; i < json_array_size(outs); i++) {
 		const json_t *o = json_array_get(outs, i);
 		const char *name = json_string_value(json_object_get(o, "name"));
 		if (!json_is_object(o) || !name) {
-			set_err(err, errlen, "outputs[%zu].name: missing or not a string", i);
+			log_errbuf(err, errlen, "outputs[%zu].name: missing or not a string", i);
 			return -1;
 		}
 		size_t j = find_name(sig->outputs, sig->n_outputs, name);
 		if (j == sig->n_outputs) {
-			set_err(err, errlen, "outputs[%zu].name: unknown output '%.64s'", i, name);
+			log_errbuf(err, errlen, "outputs[%zu].name: unknown output '%.64s'", i,
+			           name);
 			return -1;
 		}
 		req->want[j] = 1;
@@ -404,34 +396,35 @@ static int parse_top(const struct v2_sig *sig, struct v2_request *req, const jso
                      size_t body_len, char *err, size_t errlen)
 {
 	if (!json_is_object(root)) {
-		set_err(err, errlen, "request: expected a JSON object, got %s", json_kind(root));
+		log_errbuf(err, errlen, "request: expected a JSON object, got %s", json_kind(root));
 		return -1;
 	}
 	const json_t *id = json_object_get(root, "id");
 	if (id) {
 		if (!json_is_string(id) || json_string_length(id) > V2_MAX_ID_LEN) {
-			set_err(err, errlen, "id: expected a string of at most %d bytes",
-			        V2_MAX_ID_LEN);
+			log_errbuf(err, errlen, "id: expected a string of at most %d bytes",
+			           V2_MAX_ID_LEN);
 			return -1;
 		}
 		if (!(req->id = strdup(json_string_value(id)))) {
-			set_err(err, errlen, "out of memory");
+			log_errbuf(err, errlen, "out of memory");
 			return -1;
 		}
 	}
 	const json_t *params = json_object_get(root, "parameters");
 	if (params && !json_is_object(params)) {
-		set_err(err, errlen, "parameters: expected an object, got %s", json_kind(params));
+		log_errbuf(err, errlen, "parameters: expected an object, got %s",
+		           json_kind(params));
 		return -1;
 	}
 	const json_t *inputs = json_object_get(root, "inputs");
 	if (!json_is_array(inputs) || json_array_size(inputs) == 0) {
-		set_err(err, errlen, "inputs: %s",
-		        inputs ? "expected a non-empty array" : "missing");
+		log_errbuf(err, errlen, "inputs: %s",
+		           inputs ? "expected a non-empty array" : "missing");
 		return -1;
 	}
 	if (json_array_size(inputs) > V2_MAX_INPUTS) {
-		set_err(err, errlen, "inputs: more than %d inputs", V2_MAX_INPUTS);
+		log_errbuf(err, errlen, "inputs: more than %d inputs", V2_MAX_INPUTS);
 		return -1;
 	}
 	for (size_t i = 0; i < json_array_size(inputs); i++)
@@ -439,7 +432,7 @@ static int parse_top(const struct v2_sig *sig, struct v2_request *req, const jso
 			return -1;
 	for (size_t j = 0; j < sig->n_inputs; j++) {
 		if (!req->inputs[j]) {
-			set_err(err, errlen, "inputs: missing input '%s'", sig->inputs[j]->name);
+			log_errbuf(err, errlen, "inputs: missing input '%s'", sig->inputs[j]->name);
 			return -1;
 		}
 	}
@@ -477,7 +470,7 @@ struct v2_request *v2_request_parse_general(const struct v2_sig *sig, const char
 	}
 	struct v2_request *req = request_new(sig);
 	if (!req) {
-		set_err(err, errlen, "out of memory");
+		log_errbuf(err, errlen, "out of memory");
 		goto fail;
 	}
 	if (parse_top(sig, req, root, len, err, errlen) < 0)

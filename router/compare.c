@@ -11,6 +11,7 @@
  * compare_rules_new() except the parsed JSON trees, which are freed before
  * compare_responses() returns.
  */
+#include "log.h"
 #include "compare.h"
 
 #include <errno.h>
@@ -65,19 +66,6 @@ enum parse_status {
 	PARSE_TOO_DEEP,
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (!err || errlen == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 /* ---- paths ---------------------------------------------------------------- */
 
 /* Parse "[...]" starting at s[*i] == '['; the content is cut in place. */
@@ -87,11 +75,11 @@ static int parse_bracket(struct cpath *p, char *s, size_t *i, char *err, size_t 
 	while (s[j] && s[j] != ']' && s[j] != '[')
 		j++;
 	if (s[j] != ']') {
-		set_err(err, errlen, "missing ']' after offset %zu", *i);
+		log_errbuf(err, errlen, "missing ']' after offset %zu", *i);
 		return -1;
 	}
 	if (j == start) {
-		set_err(err, errlen, "empty [] at offset %zu", *i);
+		log_errbuf(err, errlen, "empty [] at offset %zu", *i);
 		return -1;
 	}
 	s[j] = 0;
@@ -99,7 +87,8 @@ static int parse_bracket(struct cpath *p, char *s, size_t *i, char *err, size_t 
 	char *content = s + start, *eq = strchr(content, '=');
 	if (eq) {
 		if (eq == content) {
-			set_err(err, errlen, "selector without a field name at offset %zu", start);
+			log_errbuf(err, errlen, "selector without a field name at offset %zu",
+			           start);
 			return -1;
 		}
 		*eq = 0;
@@ -115,9 +104,9 @@ static int parse_bracket(struct cpath *p, char *s, size_t *i, char *err, size_t 
 		errno = 0;
 		unsigned long long v = strtoull(content, &end, 10);
 		if (*end || content[0] < '0' || content[0] > '9' || errno || v > 1u << 30) {
-			set_err(err, errlen,
-			        "'%s' at offset %zu is neither an index nor field=value", content,
-			        start);
+			log_errbuf(err, errlen,
+			           "'%s' at offset %zu is neither an index nor field=value",
+			           content, start);
 			return -1;
 		}
 		g->kind = SEG_INDEX;
@@ -134,13 +123,13 @@ static int parse_key(struct cpath *p, char *s, size_t *i, char *err, size_t errl
 	size_t j = *i;
 	while (s[j] && s[j] != '.' && s[j] != '[') {
 		if (s[j] == ']') {
-			set_err(err, errlen, "unexpected ']' at offset %zu", j);
+			log_errbuf(err, errlen, "unexpected ']' at offset %zu", j);
 			return -1;
 		}
 		j++;
 	}
 	if (j == *i) {
-		set_err(err, errlen, "empty field name at offset %zu", *i);
+		log_errbuf(err, errlen, "empty field name at offset %zu", *i);
 		return -1;
 	}
 	/* Keys are copied after the path text so that the '[' that may follow
@@ -169,11 +158,11 @@ static int cpath_compile(struct cpath *p, const char *text, char *err, size_t er
 {
 	memset(p, 0, sizeof(*p));
 	if (!text || !*text) {
-		set_err(err, errlen, "empty path");
+		log_errbuf(err, errlen, "empty path");
 		return -1;
 	}
 	if (strlen(text) > COMPARE_PATH_MAX) {
-		set_err(err, errlen, "path longer than %d bytes", COMPARE_PATH_MAX);
+		log_errbuf(err, errlen, "path longer than %d bytes", COMPARE_PATH_MAX);
 		return -1;
 	}
 	size_t len = strlen(text), i = 0;
@@ -181,7 +170,7 @@ static int cpath_compile(struct cpath *p, const char *text, char *err, size_t er
 	p->buf = malloc(2 * len + 2);
 	p->segs = calloc(len, sizeof(*p->segs)); /* each segment takes at least one byte */
 	if (!p->text || !p->buf || !p->segs) {
-		set_err(err, errlen, "out of memory");
+		log_errbuf(err, errlen, "out of memory");
 		goto fail;
 	}
 	memcpy(p->buf, text, len + 1);
@@ -190,7 +179,7 @@ static int cpath_compile(struct cpath *p, const char *text, char *err, size_t er
 	int need_key = s[0] != '[';
 	while (i < len) {
 		if (p->n == COMPARE_SEGMENTS_MAX) {
-			set_err(err, errlen, "more than %d segments", COMPARE_SEGMENTS_MAX);
+			log_errbuf(err, errlen, "more than %d segments", COMPARE_SEGMENTS_MAX);
 			goto fail;
 		}
 		int rc;
@@ -203,13 +192,13 @@ static int cpath_compile(struct cpath *p, const char *text, char *err, size_t er
 			s[i] = 0;
 			i++;
 			if (i >= len) {
-				set_err(err, errlen, "path ends with '.'");
+				log_errbuf(err, errlen, "path ends with '.'");
 				goto fail;
 			}
 			need_key = 1;
 			continue;
 		} else {
-			set_err(err, errlen, "unexpected '%c' at offset %zu", s[i], i);
+			log_errbuf(err, errlen, "unexpected '%c' at offset %zu", s[i], i);
 			goto fail;
 		}
 		if (rc < 0)
@@ -307,8 +296,8 @@ struct compare_rules *compare_rules_new(const struct config_shadow *cfg, char *e
 	if (!cfg)
 		return r;
 	if (cfg->n_rules > CONFIG_MAX_RULES) {
-		set_err(err, errlen, "shadow.compare: %zu rules, at most %d", cfg->n_rules,
-		        CONFIG_MAX_RULES);
+		log_errbuf(err, errlen, "shadow.compare: %zu rules, at most %d", cfg->n_rules,
+		           CONFIG_MAX_RULES);
 		goto fail;
 	}
 	if (cfg->n_rules) {
@@ -319,13 +308,13 @@ struct compare_rules *compare_rules_new(const struct config_shadow *cfg, char *e
 	for (size_t i = 0; i < cfg->n_rules; i++) {
 		const struct config_compare_rule *c = &cfg->rules[i];
 		if (cpath_compile(&r->rules[i].path, c->path, why, sizeof(why)) < 0) {
-			set_err(err, errlen, "shadow.compare[%zu].path: '%s': %s", i,
-			        c->path ? c->path : "", why);
+			log_errbuf(err, errlen, "shadow.compare[%zu].path: '%s': %s", i,
+			           c->path ? c->path : "", why);
 			goto fail;
 		}
 		r->n_rules++;
 		if (!(c->abs_tolerance >= 0) || !(c->rel_tolerance >= 0)) {
-			set_err(err, errlen, "shadow.compare[%zu]: tolerance must be >= 0", i);
+			log_errbuf(err, errlen, "shadow.compare[%zu]: tolerance must be >= 0", i);
 			goto fail;
 		}
 		r->rules[i].mode = c->mode;
@@ -339,15 +328,15 @@ struct compare_rules *compare_rules_new(const struct config_shadow *cfg, char *e
 	}
 	for (size_t i = 0; i < cfg->n_ignore; i++) {
 		if (cpath_compile(&r->ignore[i], cfg->ignore[i], why, sizeof(why)) < 0) {
-			set_err(err, errlen, "shadow.ignore[%zu]: '%s': %s", i,
-			        cfg->ignore[i] ? cfg->ignore[i] : "", why);
+			log_errbuf(err, errlen, "shadow.ignore[%zu]: '%s': %s", i,
+			           cfg->ignore[i] ? cfg->ignore[i] : "", why);
 			goto fail;
 		}
 		r->n_ignore++;
 	}
 	return r;
 oom:
-	set_err(err, errlen, "shadow.compare: out of memory");
+	log_errbuf(err, errlen, "shadow.compare: out of memory");
 fail:
 	compare_rules_free(r);
 	return NULL;
@@ -410,12 +399,12 @@ static enum parse_status parse_body(const char *buf, size_t len, json_t **out, c
 {
 	*out = NULL;
 	if (len > COMPARE_BODY_MAX) {
-		set_err(why, whylen, "%zu bytes, over the %u-byte compare limit", len,
-		        COMPARE_BODY_MAX);
+		log_errbuf(why, whylen, "%zu bytes, over the %u-byte compare limit", len,
+		           COMPARE_BODY_MAX);
 		return PARSE_TOO_BIG;
 	}
 	if (scan_depth(buf ? buf : "", len, COMPARE_DEPTH_MAX) > COMPARE_DEPTH_MAX) {
-		set_err(why, whylen, "JSON nested deeper than %d", COMPARE_DEPTH_MAX);
+		log_errbuf(why, whylen, "JSON nested deeper than %d", COMPARE_DEPTH_MAX);
 		return PARSE_TOO_DEEP;
 	}
 	json_error_t je;
@@ -425,8 +414,8 @@ static enum parse_status parse_body(const char *buf, size_t len, json_t **out, c
 		*out = json_loadb(buf, len,
 		                  JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
 	if (!*out) {
-		set_err(why, whylen, "not JSON (line %d column %d: %s)", je.line, je.column,
-		        je.text);
+		log_errbuf(why, whylen, "not JSON (line %d column %d: %s)", je.line, je.column,
+		           je.text);
 		return PARSE_NOT_JSON;
 	}
 	return PARSE_OK;

@@ -74,3 +74,13 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	if (write(STDERR_FILENO, line, len) != (ssize_t)len)
 		log_failures++;
 }
+
+void log_errbuf(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (!err || errlen == 0)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}

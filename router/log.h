@@ -10,6 +10,7 @@
 #ifndef TURNOUT_LOG_H
 #define TURNOUT_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum log_level {
@@ -29,6 +30,14 @@ int log_parse_level(const char *s, enum log_level *out);
 uint64_t log_write_failures(void);
 
 void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Format a message into a caller's error buffer (the "return code + message
+ * buffer" convention). Does nothing when err is NULL or errlen is 0; the
+ * message is truncated to errlen - 1 bytes.
+ */
+void log_errbuf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #define log_debug(...)                                                                             \
 	do {                                                                                       \
