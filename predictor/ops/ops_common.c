@@ -74,11 +74,13 @@ int ops_attr_string(const Onnx__NodeProto *np, const char *name, const char *def
 		return 0;
 	if (a->type != ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING)
 		return wrong_type(name, "STRING", err, errlen);
-	if (a->s.len >= outlen || memchr(a->s.data, 0, a->s.len)) {
+	/* An empty string may come with data == NULL: never hand NULL to memchr/memcpy. */
+	if (a->s.len >= outlen || (a->s.len && memchr(a->s.data, 0, a->s.len))) {
 		snprintf(err, errlen, "attribute '%s': bad string value", name);
 		return -1;
 	}
-	memcpy(out, a->s.data, a->s.len);
+	if (a->s.len)
+		memcpy(out, a->s.data, a->s.len);
 	out[a->s.len] = 0;
 	return 0;
 }
