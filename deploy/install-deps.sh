@@ -4,7 +4,6 @@
 #
 #   deploy/install-deps.sh            build + run + test (the default)
 #   deploy/install-deps.sh --bench    also the benchmark peers (wrk, nginx, haproxy)
-#   deploy/install-deps.sh --browser  also headless Chromium (dashboard test)
 #   deploy/install-deps.sh --train    also the offline training stack (torch, onnx, sklearn)
 #   deploy/install-deps.sh --all      everything above
 set -eu
@@ -13,18 +12,16 @@ BUILD="build-essential cmake pkg-config git
   libevent-dev libcurl4-openssl-dev libjansson-dev libssl-dev libyaml-dev
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev clang-format"
 TEST="python3 python3-yaml curl openssl procps libonnx-testdata prometheus
-  clang libfuzzer-14-dev"
+  clang libfuzzer-14-dev groff-base man-db chromium systemd"
 BENCH="wrk nginx-light haproxy"
-BROWSER="chromium"
 TRAIN="python3-torch python3-onnx python3-sklearn python3-numpy"
 
 want="$BUILD $TEST"
 for arg in "$@"; do
 	case "$arg" in
 	--bench) want="$want $BENCH" ;;
-	--browser) want="$want $BROWSER" ;;
 	--train) want="$want $TRAIN" ;;
-	--all) want="$want $BENCH $BROWSER $TRAIN" ;;
+	--all) want="$want $BENCH $TRAIN" ;;
 	*) echo "install-deps.sh: unknown option '$arg'" >&2; exit 2 ;;
 	esac
 done
