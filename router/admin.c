@@ -217,6 +217,11 @@ static void audit(struct admin *adm, uid_t uid, pid_t pid, const char *line, siz
 	if (adm->audit_fd < 0) {
 		log_info("audit %s", text);
 	} else {
+		/* operator actions reach stderr (the journal) too, not only the audit file */
+		if (json_is_true(ok))
+			log_info("operator: %s", action);
+		else
+			log_warn("operator: %s", action);
 		size_t tl = strlen(text);
 		text[tl] = '\n';
 		/* O_APPEND and one write: lines of concurrent writers never interleave. */

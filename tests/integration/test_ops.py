@@ -13,7 +13,10 @@ Checks:
   - a YAML edit is in force within 1 s (measured with traffic)
   - settings that need new sockets are refused with "restart needed"
   - a peer whose uid is not allowed is refused (turnoutctl run as nobody)
-  - every mutating command lands in the audit log with the caller's uid
+  - every mutating command lands in the audit log with the caller's uid, and
+    on stderr with a level
+  - a request in flight during a reload finishes on its old snapshot, even
+    when the reload removes its variant
 """
 
 import glob
@@ -22,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -157,6 +161,8 @@ def check_rollback_persists(f):
     f.check("rollback" in saved["overrides"], "the rollback is in the state file")
     r = rig.ctl_ok("rollback")
     f.check("already in force" in r["message"], "a second rollback changes nothing")
+    f.check(f"info: operator: uid {os.getuid()}: rollback -> rollback:" in rig.router.output(),
+            "the operator action is logged to stderr with a level, besides the audit file")
 
     # kill -9 and start again: the rollback holds
     rig.router.kill()
@@ -272,6 +278,40 @@ def check_broken_yaml(f):
     f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
 
 
+def check_inflight_reload(f):
+    """A request in flight keeps the snapshot it started with, even when the
+    reload removes its variant."""
+    rig = OpsRig()
+    rig.start(rig.yaml(strategy="bluegreen"))
+    blue_port, green_port = rig.backends["blue"][1], rig.backends["green"][1]
+    result = {}
+
+    def slow():
+        result["r"] = harness.http_request(rig.port, "GET", "/slow?ms=1500", timeout=20)
+
+    t = threading.Thread(target=slow, daemon=True)
+    t.start()
+    harness.wait_for(lambda: json.loads(harness.http_request(blue_port, "GET", "/_stats")[2])
+                     ["inflight"] == 1, timeout=5, what="slow request in flight on blue")
+    gen = rig.status()["generation"]
+    write_atomic(rig.cfg, "\n".join([
+        f"listen: 127.0.0.1:{rig.port}", "workers: 2", "admin:", f"  socket: {rig.sock}",
+        f"  audit_log: {rig.audit}", f"state_file: {rig.state}", "variants:",
+        f"  green: {{ endpoints: [http://127.0.0.1:{green_port}] }}", "strategy: bluegreen",
+        "stable: green"]) + "\n")
+    harness.wait_for(lambda: rig.status()["generation"] == gen + 1, timeout=3,
+                     what="the config without blue in force")
+    f.check(t.is_alive(), "the slow request was still in flight when the reload took effect")
+    f.check(rig.variants_seen(5) == {"green"} and "blue" not in rig.status()["variants"],
+            "new requests go to green; blue is gone")
+    t.join(timeout=20)
+    st, hdrs, _ = result.get("r", (None, {}, b""))
+    f.check(st == 200 and hdrs.get("x-turnout-variant") == "blue"
+            and hdrs.get("x-backend") == "blue",
+            f"the in-flight request finished on its old snapshot (blue): {st} {hdrs}")
+    f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
+
+
 def check_peer_uid(f):
     if os.getuid() != 0:
         print("peer uid check needs root to run turnoutctl as another uid: checked in CI only")
@@ -311,6 +351,8 @@ def check_commands(f):
                        (("switch", "green", "--now"), "usage: switch VARIANT [--force]")):
         rc, out, err = rig.ctl(*args)
         f.check(rc == 1 and want in err, f"turnoutctl {' '.join(args)} refused: {err!r}")
+    f.check(f"warn: operator: uid {os.getuid()}: canary 10 -> " in rig.router.output(),
+            "a refused operator command is logged as a warning")
     rc, out, err = rig.ctl("frobnicate")
     f.check(rc == 2 and "unknown command" in err, f"a typo is a usage error: {err!r}")
     r = rig.ctl_ok("switch", "blue")
@@ -396,6 +438,7 @@ def main():
     check_broken_yaml(f)
     check_commands(f)
     check_stats(f)
+    check_inflight_reload(f)
     check_peer_uid(f)
     print(f"took {time.monotonic() - t0:.1f} s")
     f.finish()
