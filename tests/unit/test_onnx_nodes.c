@@ -8,7 +8,9 @@
  * output_N.pb at the ONNX backend-test tolerance, |got - want| <= atol +
  * rtol * |want| with rtol 1e-3, atol 1e-7 (NaN equals NaN; integers and
  * booleans exactly). Prints passed/failed/skipped and the skipped tests'
- * operators; fails if any test the runtime accepted fails. With
+ * operators; fails if any test the runtime accepted fails, or if one of the
+ * operators issue 3 requires (REQUIRED_OPS) has no passing single-operator
+ * node test (so a loader regression cannot hide among the skips). With
  * TURNOUT_ONNX_NODES_REPORT=FILE it also writes the summary as Markdown.
  */
 #include <setjmp.h>
@@ -32,6 +34,16 @@
 #define MAX_IO    32
 #define RTOL      1e-3
 #define ATOL      1e-7
+
+/* The operators the runtime must implement (issue 3): each must pass at least
+ * one node test whose model uses that operator alone. */
+static const char *const REQUIRED_OPS[] = {
+    "Gemm",        "MatMul",  "Add",      "Sub",       "Mul",    "Div",
+    "Relu",        "Sigmoid", "Tanh",     "Softmax",   "Conv",   "MaxPool",
+    "AveragePool", "Flatten", "Reshape",  "Transpose", "Concat", "BatchNormalization",
+    "ArgMax",      "Cast",    "Constant", "Identity",
+};
+#define N_REQUIRED (sizeof(REQUIRED_OPS) / sizeof(REQUIRED_OPS[0]))
 
 struct skip {
 	char test[128];
@@ -193,7 +205,7 @@ static void test_node_suite(void **state)
 	struct skip *skips = calloc(MAX_TESTS, sizeof(*skips));
 	assert_non_null(names);
 	assert_non_null(skips);
-	size_t n = 0, passed = 0, failed = 0, skipped = 0;
+	size_t n = 0, passed = 0, failed = 0, skipped = 0, required_passed[N_REQUIRED] = {0};
 	struct dirent *e;
 	while ((e = readdir(d)) && n < MAX_TESTS)
 		if (strncmp(e->d_name, "test_", 5) == 0)
@@ -233,6 +245,12 @@ static void test_node_suite(void **state)
 		}
 		ok ? passed++ : failed++;
 		onnx_model_free(m);
+		if (ok) {
+			char ops[256];
+			model_ops(model, ops, sizeof(ops));
+			for (size_t r = 0; r < N_REQUIRED; r++)
+				required_passed[r] += strcmp(ops, REQUIRED_OPS[r]) == 0;
+		}
 	}
 	print_message("ONNX node tests: %zu passed, %zu failed, %zu skipped (of %zu; rtol %g, "
 	              "atol %g)\n",
@@ -256,8 +274,19 @@ static void test_node_suite(void **state)
 		free(names[t]);
 	free(names);
 	free(skips);
+	size_t required_missing = 0;
+	for (size_t r = 0; r < N_REQUIRED; r++)
+		if (required_passed[r] == 0) {
+			print_message(
+			    "FAIL required operator %s: no single-operator node test passed\n",
+			    REQUIRED_OPS[r]);
+			required_missing++;
+		}
+	print_message("required operators: %zu of %zu have passing node tests\n",
+	              N_REQUIRED - required_missing, N_REQUIRED);
 	assert_true(passed > 0);
 	assert_int_equal(failed, 0);
+	assert_int_equal(required_missing, 0);
 }
 
 int main(void)
