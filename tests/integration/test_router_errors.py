@@ -158,6 +158,11 @@ def main():
     f.check(got.get("x-request-id") == "rid-123" and h.get("x-request-id") == "rid-123",
             "client X-Request-Id kept both ways")
     f.check(got.get("x-forwarded-for") == "10.1.2.3, 127.0.0.1", f"X-Forwarded-For appended ({got.get('x-forwarded-for')})")
+    s, h, b = req("/hop")  # the backend answers with hop-by-hop headers of its own
+    f.check(s == 200 and h.get("x-end") == "1", f"end-to-end response header kept ({s} {h})")
+    f.check(not {"x-hop-secret", "keep-alive", "proxy-authenticate"} & set(h)
+            and "x-hop-secret" not in h.get("connection", "").lower(),
+            f"hop-by-hop response headers dropped ({sorted(h)})")
     s, h, b = req("/x")
     rid = h.get("x-request-id", "")
     f.check(len(rid) >= 16 and json.loads(b) and h.get("x-turnout-variant") == "blue",
@@ -170,6 +175,14 @@ def main():
     f.check(by["blue"]["upstream_errors"]["timeout"] == 1, "/status: blue timeout counted")
     f.check(by["blue"]["upstream_errors"]["reset"] >= 2, "/status: blue resets counted")
     f.check(by["blue"]["requests"]["5xx"] >= 4, "/status: blue 5xx counted")
+    # /metrics counts the same errors, by the same causes
+    m = harness.http_request(router.admin_port, "GET", "/metrics")[2].decode()
+    for name in ("blue", "dead"):
+        for cause in ("connect", "reset", "timeout", "protocol"):
+            series = f'turnout_upstream_errors_total{{variant="{name}",cause="{cause}"}} '
+            got = [float(x[len(series):]) for x in m.splitlines() if x.startswith(series)]
+            want = by[name]["upstream_errors"][cause]
+            f.check(got == [want], f"/metrics: {series.strip()} {got} == [{want}]")
 
     f.check(router.stop() == 0, "router exits 0 on SIGTERM")
 
