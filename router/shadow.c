@@ -473,6 +473,8 @@ static int mirror_submit(struct shadow_ctx *c, const struct proxy_live *live, ss
 	    .timeout_ms = s->cfg->shadow.timeout_ms ? s->cfg->shadow.timeout_ms
 	                                            : s->cfg->limits.upstream_timeout_ms,
 	    .max_response = COMPARE_BODY_MAX,
+	    .ca_file = s->cfg->upstream_tls.ca, /* the candidate's TLS, as for live traffic */
+	    .tls_insecure = !s->cfg->upstream_tls.verify,
 	    .cb = on_mirror_done,
 	    .arg = c,
 	};
