@@ -14,6 +14,9 @@ Every answer carries "X-Backend: NAME". What it does is chosen by the path
   /slow?ms=N                   sleep N ms, then the fixed answer
   /big?bytes=N&seed=S          N bytes of a deterministic pattern (see pattern())
   /status?code=N               that status with a small JSON body
+  /hop                         200 with hop-by-hop headers (Connection: keep-alive,
+                               X-Hop-Secret; X-Hop-Secret, Keep-Alive,
+                               Proxy-Authenticate) and the end-to-end X-End: 1
   /close                       close the connection without answering
   /reset                       reset the connection (RST) without answering
   /garbage                     write bytes that are not HTTP, then close
@@ -166,6 +169,11 @@ class Handler(BaseHTTPRequestHandler):
         elif route == "/status":
             code = int(q.get("code", "200"))
             self._send(code, json.dumps({"status": code}).encode())
+        elif route == "/hop":
+            # hop-by-hop response headers (RFC 9110 7.6.1), one named by Connection
+            self._send(200, b'{"hop": true}', extra={
+                "Connection": "keep-alive, X-Hop-Secret", "X-Hop-Secret": "1",
+                "Keep-Alive": "timeout=5", "Proxy-Authenticate": "Basic", "X-End": "1"})
         elif route in ("/close", "/reset", "/garbage"):
             self._abort(route[1:])
         else:
