@@ -11,7 +11,8 @@ Checks:
   - broken YAMLs (syntax, unknown key, bad value) keep the old config serving
     and `turnoutctl status` / `reload` show FILE:LINE:COL
   - a YAML edit is in force within 1 s (measured with traffic)
-  - settings that need new sockets are refused with "restart needed"
+  - settings that need new sockets (listen, workers) are refused with
+    "restart needed"
   - a peer whose uid is not allowed is refused (turnoutctl run as nobody)
   - every mutating command lands in the audit log with the caller's uid, and
     on stderr with a level
@@ -275,6 +276,12 @@ def check_broken_yaml(f):
     rc, out, errtxt = rig.ctl("reload")
     f.check(rc == 1 and "restart needed" in errtxt, f"listen change refused: {errtxt}")
     f.check(rig.variants_seen(5) == {"green"}, "still serving after a refused listen change")
+    write_atomic(rig.cfg, rig.yaml(strategy="canary", canary=100).replace("workers: 2",
+                                                                          "workers: 3"))
+    rc, out, errtxt = rig.ctl("reload")
+    f.check(rc == 1 and "workers changed: restart needed" in errtxt,
+            f"workers change refused: {errtxt}")
+    f.check(rig.variants_seen(5) == {"green"}, "still serving after a refused workers change")
     f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
 
 
