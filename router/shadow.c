@@ -284,14 +284,21 @@ static uint32_t shadow_bucket(const struct route_snapshot *s, const struct proxy
 	return route_bucket(salt, key, len);
 }
 
+/* Every header is mirrored whole: evhttp's max_header already bounds its size. */
 static struct curl_slist *add_header(struct curl_slist *l, const char *k, const char *v, int *fail)
 {
-	char line[8192];
-	int n = *v ? snprintf(line, sizeof(line), "%s: %s", k, v)
-	           : snprintf(line, sizeof(line), "%s;", k); /* "Name;" sends it empty */
-	if (n < 0 || (size_t)n >= sizeof(line))
-		return l; /* an oversized header is not mirrored */
+	size_t n = strlen(k) + strlen(v) + 3;
+	char *line = malloc(n);
+	if (!line) {
+		*fail = 1;
+		return l;
+	}
+	if (*v)
+		snprintf(line, n, "%s: %s", k, v);
+	else
+		snprintf(line, n, "%s;", k); /* "Name;" sends it empty */
 	struct curl_slist *r = curl_slist_append(l, line);
+	free(line);
 	if (!r)
 		*fail = 1;
 	return r ? r : l;

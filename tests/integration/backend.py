@@ -14,6 +14,7 @@ Every answer carries "X-Backend: NAME". What it does is chosen by the path
   /slow?ms=N                   sleep N ms, then the fixed answer
   /big?bytes=N&seed=S          N bytes of a deterministic pattern (see pattern())
   /status?code=N               that status with a small JSON body
+  /header-len?name=H           {"len": length of header H's value, -1 when absent}
   /hop                         200 with hop-by-hop headers (Connection: keep-alive,
                                X-Hop-Secret; X-Hop-Secret, Keep-Alive,
                                Proxy-Authenticate) and the end-to-end X-End: 1
@@ -169,6 +170,9 @@ class Handler(BaseHTTPRequestHandler):
         elif route == "/status":
             code = int(q.get("code", "200"))
             self._send(code, json.dumps({"status": code}).encode())
+        elif route == "/header-len":
+            v = self.headers.get(q.get("name", ""))
+            self._send(200, json.dumps({"len": -1 if v is None else len(v)}).encode())
         elif route == "/hop":
             # hop-by-hop response headers (RFC 9110 7.6.1), one named by Connection
             self._send(200, b'{"hop": true}', extra={

@@ -1,7 +1,9 @@
 """Shadow to an https:// candidate: the mirror is verified against the same
 upstream_tls.ca as live traffic, so a candidate that serves live traffic over
 TLS (canary, override) can also be shadowed. The pinned live request to the
-candidate works, and every mirror to it is compared (none fails).
+candidate works, and every mirror to it is compared (none fails). A request
+header over 8 KiB (within max_header) reaches the shadow whole, as it reached
+live: the mirror is a copy of the request, headers included.
 """
 
 import json
@@ -32,6 +34,7 @@ shadow:
   timeout: 5s
   compare:
     - {{{{ path: body_len, mode: exact }}}}
+    - {{{{ path: len, mode: exact }}}}
 """
 
 N = 20
@@ -69,6 +72,22 @@ def main():
     f.check(v["mirrored"] == N, f"mirrored {v['mirrored']} == {N}")
     f.check(v["error"] == 0, f"no mirror failed against the https candidate ({v['errors']})")
     f.check(v["rules"][0]["agree"] == N, f"the shadow got every body ({v['rules'][0]})")
+
+    # A header over 8 KiB (within max_header, 16 KiB) reaches the shadow as it reached live.
+    before = shadow_stats(router.admin_port)
+    s, h, b = harness.http_request(router.port, "GET", "/header-len?name=X-Long",
+                                   headers={"X-Long": "v" * 9000})
+    f.check(s == 200 and json.loads(b)["len"] == 9000, f"live received the 9000-byte header ({s} {b!r})")
+
+    def one_more():
+        v = shadow_stats(router.admin_port)
+        return v if v["agree"] + v["disagree"] + v["error"] > \
+            before["agree"] + before["disagree"] + before["error"] else None
+
+    v = harness.wait_for(one_more, timeout=20, what="the long-header mirror counted")
+    f.check(v["rules"][1]["agree"] == before["rules"][1]["agree"] + 1 and v["error"] == 0,
+            f"the shadow received the same 9000-byte header (rule len: {v['rules'][1]}, "
+            f"errors {v['errors']})")
 
     for p in (router, live, shadow):
         f.check(p.stop(signal.SIGTERM) == 0, f"{p.name} exits 0 on SIGTERM")
