@@ -283,6 +283,24 @@ def main():
         F.check(True, "/status last_reload counts equal the reload metrics")
     except AssertionError as e:
         F.check(False, str(e))
+    # /status holds everything `turnoutctl status` shows, with the same values
+    ctl = subprocess.run([harness.bin_path("turnoutctl"), "-s", sock, "--json", "status"],
+                         capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+    F.check(ctl.returncode == 0, f"turnoutctl status ({ctl.returncode}): {ctl.stderr}")
+    cst = json.loads(ctl.stdout)
+    doc = json.loads(harness.http_request(r.admin_port, "GET", "/status")[2])
+    for k in ("strategy", "stable", "candidate", "canary_percent", "shadow_percent",
+              "generation", "override", "last_reload", "started_at", "restart_pending"):
+        F.check(k in doc and doc[k] == cst[k], f"/status {k} == turnoutctl status: "
+                                               f"{doc.get(k)!r} == {cst[k]!r}")
+    F.check(doc["config"] == {"file": cst["config_file"], "sha256": cst["config_hash"]},
+            f"/status config file and hash: {doc['config']}")
+    for v in doc["variants"]:
+        c = cst["variants"][v["name"]]
+        F.check(v["healthy"] == c["healthy"] and v["requests"]["total"] == c["requests"]
+                and v["requests"]["2xx"] == c["status_2xx"]
+                and v["upstream_errors"] == c["upstream_errors"],
+                f"/status variant {v['name']}: health and live counters as turnoutctl's")
     acts = doc.get("recent_actions", [])
     F.check(acts and "rollback" in acts[-1]["text"], f"/status recent_actions: {acts}")
     F.check(all(k in doc["variants"][0]["latency_us"] for k in ("p50", "p90", "p99", "p99.9")),
