@@ -67,6 +67,9 @@ def main():
         f.check(all(v == "green" and b in ("green", "green2") for v, b in got),
                 f"{strategy}: override header pins to green")
         f.check({b for _, b in got} == {"green", "green2"}, f"{strategy}: green replicas round-robin")
+        f.check(all(got[i][1] != got[i + 1][1] for i in range(len(got) - 1)),
+                f"{strategy}: one request at a time alternates between the replicas "
+                f"({[b for _, b in got]})")
         f.check(r.stop() == 0, f"{strategy}: router exits 0")
 
     # ip stickiness: every request from 127.0.0.1 lands on the variant its bucket says.
