@@ -4,12 +4,16 @@
 #   turnout-predictor digits v2 on 127.0.0.1:9002  (green, the candidate)
 #   turnout (router) with conf/turnout.yaml       (client endpoint, admin socket, dashboard)
 # Ctrl-C (or SIGTERM) stops everything it started.
-# Environment: TURNOUT_CONF=FILE to run another config; TURNOUT_NO_BUILD=1 to skip install+build.
+# Environment: TURNOUT_CONF=FILE to run another config; TURNOUT_NO_BUILD=1 to skip install+build;
+# TURNOUT_BIN_DIR=DIR to run binaries built elsewhere; TURNOUT_BLUE_PORT, TURNOUT_GREEN_PORT to
+# move the predictors (the config's variant endpoints must follow; tests/integration/test_run.py).
 set -eu
 cd "$(dirname "$0")/.."
 top=$(pwd)
 conf=${TURNOUT_CONF:-$top/conf/turnout.yaml}
-bin=$top/build/bin
+bin=${TURNOUT_BIN_DIR:-$top/build/bin}
+blue_port=${TURNOUT_BLUE_PORT:-9001}
+green_port=${TURNOUT_GREEN_PORT:-9002}
 
 if [ "${TURNOUT_NO_BUILD:-0}" != 1 ]; then
 	sh deploy/install-deps.sh
@@ -46,13 +50,13 @@ wait_ready() { # port, what: poll until GET /v2/health/ready answers, 15 s at mo
 }
 
 "$bin/turnout-predictor" --model predictor/models/digits-v1.onnx --name digits --version 1 \
-	--listen 127.0.0.1:9001 --input-range 0:16 &
+	--listen "127.0.0.1:$blue_port" --input-range 0:16 &
 pids="$pids $!"
 "$bin/turnout-predictor" --model predictor/models/digits-v2.onnx --name digits --version 2 \
-	--listen 127.0.0.1:9002 --input-range 0:16 &
+	--listen "127.0.0.1:$green_port" --input-range 0:16 &
 pids="$pids $!"
-wait_ready 9001 "predictor digits v1"
-wait_ready 9002 "predictor digits v2"
+wait_ready "$blue_port" "predictor digits v1"
+wait_ready "$green_port" "predictor digits v2"
 
 "$bin/turnout" -t -c "$conf"
 "$bin/turnout" -c "$conf" &
@@ -62,13 +66,23 @@ pids="$pids $!"
 listen=$(sed -n 's/^listen:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$conf")
 admin_http=$(sed -n 's/^[[:space:]]*http:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$conf" | head -n 1)
 admin_sock=$(sed -n 's/^[[:space:]]*socket:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$conf" | head -n 1)
+# The banner only once the router answers on its client endpoint (any HTTP answer), 15 s at most.
+i=0
+while ! curl -gs -o /dev/null "http://$listen/" 2>/dev/null; do
+	i=$((i + 1))
+	if [ $i -gt 150 ]; then
+		echo "run.sh: the router did not start listening on $listen" >&2
+		exit 1
+	fi
+	sleep 0.1
+done
 cat <<MSG
 
 Turnout is running (config: $conf)
   client endpoint : http://$listen/v2/models/digits/infer
   admin socket    : $admin_sock      (build/bin/turnoutctl -s $admin_sock status)
   dashboard       : http://$admin_http/          metrics: http://$admin_http/metrics
-  predictors      : blue = http://127.0.0.1:9001 (digits v1), green = http://127.0.0.1:9002 (digits v2)
+  predictors      : blue = http://127.0.0.1:$blue_port (digits v1), green = http://127.0.0.1:$green_port (digits v2)
 Try:
   curl -s -H 'X-User-Id: alice' -d '{"inputs":[{"name":"pixels","shape":[1,64],"datatype":"FP32","data":[$(printf '0,%.0s' $(seq 63))0]}]}' http://$listen/v2/models/digits/infer
 Ctrl-C stops everything.
