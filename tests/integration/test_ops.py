@@ -6,6 +6,8 @@ Real processes on loopback: two test backends (blue, green), the router, and
 turnoutctl. The helpers here (OpsRig) are also used by test_ops_load.py.
 
 Checks:
+  - rollback after a blue/green switch made in the YAML returns to the
+    previous color
   - rollback survives kill -9 + restart and an unchanged reload; a changed
     YAML lifts it; a corrupt state file is set aside, not fatal
   - broken YAMLs (syntax, unknown key, bad value) keep the old config serving
@@ -285,6 +287,21 @@ def check_broken_yaml(f):
     f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
 
 
+def check_yaml_switch_rollback(f):
+    """Blue/green switched by editing the YAML: rollback returns to the previous color."""
+    rig = OpsRig()
+    rig.start(rig.yaml(strategy="bluegreen"))
+    f.check(rig.variants_seen(5) == {"blue"}, "blue live from the YAML")
+    write_atomic(rig.cfg, rig.yaml(strategy="bluegreen", stable="green", candidate="blue"))
+    harness.wait_for(lambda: rig.status()["stable"] == "green", timeout=3,
+                     what="stable: green from the edited YAML")
+    f.check(rig.variants_seen(5) == {"green"}, "green live after the YAML edit")
+    r = rig.ctl_ok("rollback")
+    f.check("green -> blue" in r["message"], f"rollback names the color change: {r['message']}")
+    f.check(rig.variants_seen(5) == {"blue"}, "rollback after a YAML switch: the previous color")
+    f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
+
+
 def check_inflight_reload(f):
     """A request in flight keeps the snapshot it started with, even when the
     reload removes its variant."""
@@ -445,6 +462,7 @@ def main():
     check_broken_yaml(f)
     check_commands(f)
     check_stats(f)
+    check_yaml_switch_rollback(f)
     check_inflight_reload(f)
     check_peer_uid(f)
     print(f"took {time.monotonic() - t0:.1f} s")
