@@ -385,6 +385,10 @@ def check_commands(f):
     f.check(rc == 0 and "blue -> green" in out, f"human output of switch: {out!r}")
     f.check(rig.variants_seen(10) == {"green"}, "switch green in force")
     f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
+    rig.start()  # same YAML: the operator's switch is applied again at start
+    f.check(rig.variants_seen(10) == {"green"}, "switch green survives a restart")
+    f.check(rig.status()["override"]["kinds"] == ["stable"], "status: the switch override")
+    f.check(rig.stop() == 0, "router exits 0 on SIGTERM")
 
     # canary: switch needs --force; promote, then rollback to the old stable
     os.unlink(rig.state)
