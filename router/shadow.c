@@ -37,7 +37,7 @@
 #include "worker.h"
 
 #define SHADOW_URL_MAX  8192
-#define SHADOW_SALT_MAX 256
+#define SHADOW_SALT_MAX (256 + sizeof("/shadow")) /* canary.salt is at most 256 bytes */
 
 struct ahist {
 	_Atomic uint64_t counts[STATS_HIST_BUCKETS];

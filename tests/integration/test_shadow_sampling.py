@@ -6,7 +6,8 @@ router/shadow.h and route.h) whether the user is in the canary (then the
 candidate serves live and nothing is mirrored) and whether the user is in
 the shadow sample (salt + "/shadow"): the router's mirror count must equal
 that computation exactly, each user twice (sticky). Requests without the key
-are sampled at random: their count is only bounded.
+are sampled at random: their count is only bounded. With the longest salt
+(256 bytes) the shadow hash is still salt + "/shadow", checked user by user.
 """
 
 import hashlib
@@ -103,7 +104,32 @@ def main():
                           timeout=20, what="random mirrors compared")
     extra = v2["mirrored"] - v["mirrored"]
     f.check(45 <= extra <= 147, f"random sampling without a key: {extra} of {NOKEY} (~96)")
-    for p in (router, blue, green):
+    f.check(router.stop(signal.SIGTERM) == 0, "router exits 0")
+
+    # The longest salt (256 bytes): still hashed as salt + "/shadow", user by user
+    # (the access log's "shadow" field, X-Request-Id = the user).
+    long_salt = ("long-salt-" * 26)[:256]
+    logpath = os.path.join(harness.tmpdir(), "access.jsonl")
+    router = backend.start_router(CONFIG.format(blue=blue.port, green=green.port,
+                                                salt=long_salt),
+                                  extra_yaml=f"access_log: {logpath}\n")
+    conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=10)
+    for u in users:
+        conn.request("GET", "/predict", headers={"X-User-Id": u, "X-Request-Id": u})
+        conn.getresponse().read()
+    conn.close()
+    want_set = {u for u in users if bucket(long_salt, u) >= 2000
+                and bucket(long_salt + "/shadow", u) < 3000}
+    harness.wait_for(lambda: (lambda s: s["agree"] + s["disagree"] + s["error"]
+                              >= s["mirrored"] >= len(want_set))(shadow_stats(router.admin_port)),
+                     timeout=20, what="long-salt mirrors compared")
+    f.check(router.stop(signal.SIGTERM) == 0, "router exits 0")
+    with open(logpath) as fh:
+        got_set = {d["request_id"] for d in map(json.loads, fh) if d.get("shadow") == "mirrored"}
+    f.check(got_set == want_set, f"256-byte salt: mirrored users are those of SHA-256(salt + "
+                                 f"\"/shadow\") ({len(got_set)} vs {len(want_set)}, "
+                                 f"{len(got_set ^ want_set)} differ)")
+    for p in (blue, green):
         f.check(p.stop(signal.SIGTERM) == 0, f"{p.name} exits 0")
     f.finish()
 
