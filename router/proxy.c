@@ -199,16 +199,32 @@ int proxy_check_framing(const struct evkeyvalq *headers, char *err, size_t errle
 static void on_reply_written(struct evhttp_request *req, void *arg)
 {
 	struct worker *w = arg;
+	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	if (c != NULL)
+		evhttp_connection_set_closecb(c, worker_conn_closed, w);
 	if (w->unflushed > 0)
 		w->unflushed--;
+	worker_request_done(w);
+}
+
+/* The client went (a reset, a failed write) before the answer was all written:
+ * evhttp frees the request without completing it, so it is no longer unflushed. */
+static void on_close_unwritten(struct evhttp_connection *c, void *arg)
+{
+	struct worker *w = arg;
+	if (w->unflushed > 0)
+		w->unflushed--;
+	worker_conn_closed(c, w);
 	worker_request_done(w);
 }
 
 void proxy_send_reply(struct worker *w, struct evhttp_request *req, int code, struct evbuffer *body)
 {
 	/* Without a connection evhttp frees req at once and never completes it. */
-	if (evhttp_request_get_connection(req) != NULL) {
+	struct evhttp_connection *c = evhttp_request_get_connection(req);
+	if (c != NULL) {
 		evhttp_request_set_on_complete_cb(req, on_reply_written, w);
+		evhttp_connection_set_closecb(c, on_close_unwritten, w);
 		w->unflushed++;
 	}
 	evhttp_send_reply(req, code, NULL, body);
@@ -569,6 +585,7 @@ static void on_upstream_done(const struct upstream_result *res, void *arg)
 	    .uri = evhttp_request_get_uri(pr->req),
 	    .request_id = pr->request_id,
 	    .req_headers = evhttp_request_get_input_headers(pr->req),
+	    .client_ip = peer_ip(pr->req),
 	    .req_body = evbuffer_get_length(in) ? evbuffer_pullup(in, -1) : NULL,
 	    .req_body_len = evbuffer_get_length(in),
 	    .status = res->status,

@@ -117,7 +117,7 @@ static void conn_remove(struct worker *w, void *c)
 	}
 }
 
-static void on_conn_close(struct evhttp_connection *c, void *arg)
+void worker_conn_closed(struct evhttp_connection *c, void *arg)
 {
 	conn_remove(arg, c);
 }
@@ -164,7 +164,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 			return;
 		}
 		conn_insert(w, c);
-		evhttp_connection_set_closecb(c, on_conn_close, w);
+		evhttp_connection_set_closecb(c, worker_conn_closed, w);
 	}
 	proxy_handle(req, w);
 }

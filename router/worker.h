@@ -20,6 +20,7 @@
 struct event;
 struct event_base;
 struct evhttp;
+struct evhttp_connection;
 struct evhttp_bound_socket;
 struct upstream;
 struct stats_shard;
@@ -85,5 +86,12 @@ void worker_free(struct worker *w);
  * ends the loop if draining and nothing is left to answer or flush.
  */
 void worker_request_done(struct worker *w);
+
+/*
+ * evhttp's close callback of a client connection (arg: its worker): forgets
+ * the connection (max_connections). proxy_send_reply swaps in its own while an
+ * answer is being written and sets this one back once it is.
+ */
+void worker_conn_closed(struct evhttp_connection *c, void *arg);
 
 #endif
