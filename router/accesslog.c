@@ -56,22 +56,23 @@ static uint64_t n_opens; /* main thread */
 static _Thread_local struct tqueue *my_queue;
 static _Thread_local uint64_t my_gen;
 
-static void json_str(char **p, char *end, const char *s)
+/*
+ * A JSON string (or null) at *p. The content stops before stop (a long or
+ * heavily escaped field is cut, never the line's structure); the quotes or
+ * "null" are always written: the caller keeps room for them past stop.
+ */
+static void json_str(char **p, const char *stop, const char *s)
 {
 	static const char hex[] = "0123456789abcdef";
 	char *o = *p;
 	if (s == NULL) {
-		if (end - o > 4) {
-			memcpy(o, "null", 4);
-			o += 4;
-		}
-		*p = o;
+		memcpy(o, "null", 4);
+		*p = o + 4;
 		return;
 	}
-	if (o < end)
-		*o++ = '"';
+	*o++ = '"';
 	size_t n = 0;
-	for (; *s && n < ACCESSLOG_FIELD_MAX && end - o > 8; s++, n++) {
+	for (; *s && n < ACCESSLOG_FIELD_MAX && stop - o > 8; s++, n++) {
 		unsigned char c = (unsigned char)*s;
 		if (c == '"' || c == '\\') {
 			*o++ = '\\';
@@ -87,9 +88,21 @@ static void json_str(char **p, char *end, const char *s)
 			*o++ = (char)c;
 		}
 	}
-	if (o < end)
-		*o++ = '"';
+	*o++ = '"';
 	*p = o;
+}
+
+/* The bytes json_str writes for s when nothing stops it. */
+static size_t json_str_len(const char *s)
+{
+	if (s == NULL)
+		return 4;
+	size_t len = 2;
+	for (size_t n = 0; s[n] && n < ACCESSLOG_FIELD_MAX; n++) {
+		unsigned char c = (unsigned char)s[n];
+		len += c == '"' || c == '\\' ? 2 : c < 0x20 || c >= 0x7f ? 6 : 1;
+	}
+	return len;
 }
 
 static void put(char **p, char *end, const char *s)
@@ -101,40 +114,57 @@ static void put(char **p, char *end, const char *s)
 	}
 }
 
+/* Bytes kept back: for the numbers and "}\n", and for the keys and quotes of every field. */
+#define TAIL_NUMBERS 160
+#define TAIL_FIELDS  160
+
 size_t accesslog_format(const struct accesslog_entry *e, int64_t t_ms, char *out, size_t outlen)
 {
 	char num[160], stamp[40];
+	if (outlen < TAIL_NUMBERS + TAIL_FIELDS + 64) { /* only with a tiny outlen */
+		if (outlen > 0)
+			out[0] = outlen > 1 ? '\n' : '\0';
+		if (outlen > 1)
+			out[1] = '\0';
+		return outlen > 1 ? 1 : 0;
+	}
 	time_t secs = (time_t)(t_ms / 1000);
 	struct tm tm;
 	gmtime_r(&secs, &tm);
 	size_t k = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(stamp + k, sizeof(stamp) - k, ".%03dZ", (int)(t_ms % 1000));
-	/* room for the closing text: 160 bytes are kept back for the numbers and "}\n" */
-	char *p = out, *end = out + (outlen > 200 ? outlen - 160 : 0);
+	char *p = out, *end = out + outlen - TAIL_NUMBERS;
+	const char *stop = end - TAIL_FIELDS; /* where field contents stop */
+	/* the path (the client's, and long) is cut first: the fields after it stay whole
+	 * (their keys, contents, and json_str's slack of 8 each) */
+	size_t later = sizeof(",\"variant\":,\"endpoint\":,\"shadow\":") +
+	               json_str_len(e->variant) + json_str_len(e->endpoint) +
+	               json_str_len(e->shadow) + 3 * 8;
+	const char *path_stop = later < (size_t)(stop - out) ? stop - later : out;
 	put(&p, end, "{\"time\":\"");
 	put(&p, end, stamp);
 	put(&p, end, "\",\"request_id\":");
-	json_str(&p, end, e->request_id);
+	json_str(&p, stop, e->request_id);
 	put(&p, end, ",\"client\":");
-	json_str(&p, end, e->client);
+	json_str(&p, stop, e->client);
 	put(&p, end, ",\"method\":");
-	json_str(&p, end, e->method);
+	json_str(&p, stop, e->method);
 	put(&p, end, ",\"path\":");
-	json_str(&p, end, e->path);
+	json_str(&p, path_stop, e->path);
 	put(&p, end, ",\"variant\":");
-	json_str(&p, end, e->variant);
+	json_str(&p, stop, e->variant);
 	put(&p, end, ",\"endpoint\":");
-	json_str(&p, end, e->endpoint);
+	json_str(&p, stop, e->endpoint);
 	put(&p, end, ",\"shadow\":");
-	json_str(&p, end, e->shadow);
+	json_str(&p, stop, e->shadow);
 	snprintf(num, sizeof(num), ",\"status\":%d,\"latency_ms\":%.3f,\"bytes\":%" PRIu64 "}\n",
 	         e->status, (double)e->latency_us / 1000.0, e->bytes);
 	size_t room = outlen - (size_t)(p - out);
 	size_t n = strlen(num);
-	if (n >= room) { /* only with a tiny outlen */
+	if (n >= room) { /* cannot happen: TAIL_NUMBERS is kept back */
 		out[0] = '\n';
-		out[outlen > 1 ? 1 : 0] = '\0';
-		return outlen > 1 ? 1 : 0;
+		out[1] = '\0';
+		return 1;
 	}
 	memcpy(p, num, n + 1);
 	return (size_t)(p - out) + n;

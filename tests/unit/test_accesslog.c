@@ -70,6 +70,64 @@ static void test_format(void **state)
 	assert_true(n < sizeof(small));
 }
 
+/*
+ * Fields whose escaped form overflows the line (a path of raw bytes above
+ * ASCII, 6 bytes each once escaped): the content is cut, the line stays one
+ * valid JSON object with every key, whatever the field lengths and buffer size.
+ */
+static void test_format_escaped_overflow(void **state)
+{
+	static const char *const keys[] = {"time",   "request_id", "client",   "method",
+	                                   "path",   "variant",    "endpoint", "shadow",
+	                                   "status", "latency_ms", "bytes"};
+	static const size_t outlens[] = {384, 1000, 2048, ACCESSLOG_LINE_MAX};
+	char path[1200], rid[129], endpoint[300];
+	memset(rid, '"', sizeof(rid) - 1);
+	rid[sizeof(rid) - 1] = '\0';
+	memset(endpoint, '\x01', sizeof(endpoint) - 1);
+	endpoint[sizeof(endpoint) - 1] = '\0';
+	char line[ACCESSLOG_LINE_MAX];
+	for (size_t o = 0; o < sizeof(outlens) / sizeof(outlens[0]); o++) {
+		for (size_t len = 0; len < sizeof(path); len += 37) {
+			memset(path, 0x80, len);
+			path[len] = '\0';
+			struct accesslog_entry e = {
+			    .request_id = rid,
+			    .client = "127.0.0.1",
+			    .method = "GET",
+			    .path = path,
+			    .variant = "blue",
+			    .endpoint = endpoint,
+			    .shadow = "mirrored",
+			    .status = 200,
+			    .bytes = 7,
+			};
+			size_t n = accesslog_format(&e, 1795000000123, line, outlens[o]);
+			assert_true(n > 0 && n < outlens[o]);
+			assert_int_equal(line[n - 1], '\n');
+			json_error_t je;
+			json_t *j = json_loadb(line, n, 0, &je);
+			if (j == NULL)
+				fail_msg("outlen %zu, path of %zu bytes: %s: %.*s", outlens[o], len,
+				         je.text, (int)n, line);
+			for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+				assert_non_null(json_object_get(j, keys[k]));
+			/* in a full line the path is cut, not what follows it */
+			if (outlens[o] == ACCESSLOG_LINE_MAX) {
+				assert_string_equal(
+				    json_string_value(json_object_get(j, "variant")), "blue");
+				assert_string_equal(json_string_value(json_object_get(j, "shadow")),
+				                    "mirrored");
+				assert_int_equal(
+				    strlen(json_string_value(json_object_get(j, "endpoint"))),
+				    sizeof(endpoint) - 1);
+			}
+			assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+			json_decref(j);
+		}
+	}
+}
+
 static size_t count_lines(const char *file)
 {
 	FILE *f = fopen(file, "r");
@@ -213,6 +271,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_format),
+	    cmocka_unit_test(test_format_escaped_overflow),
 	    cmocka_unit_test(test_threads_and_reopen),
 	    cmocka_unit_test(test_full_disk_and_errors),
 	    cmocka_unit_test(test_full_queue_drops),
