@@ -27,6 +27,7 @@ struct proxy_live {
 	const char *uri; /* path and query as the client sent them */
 	const char *request_id;
 	const struct evkeyvalq *req_headers;
+	const char *client_ip; /* the peer's address, appended to X-Forwarded-For */
 	const void *req_body;
 	size_t req_body_len;
 	long status;

@@ -304,10 +304,13 @@ static struct curl_slist *add_header(struct curl_slist *l, const char *k, const 
 	return r ? r : l;
 }
 
-/* The mirror's headers: the client's minus hop-by-hop and framing, plus ours. */
+/* The mirror's headers: the client's minus hop-by-hop and framing, plus ours
+ * (the forwarding headers exactly as proxy.c sends them to the live variant). */
 static struct curl_slist *mirror_headers(const struct proxy_live *live)
 {
-	static const char *const own[] = {"Content-Length", "Host", "Expect", "X-Request-Id",
+	static const char *const own[] = {"Content-Length",  "Host",
+	                                  "Expect",          "X-Request-Id",
+	                                  "X-Forwarded-For", "X-Forwarded-Host",
 	                                  "X-Turnout-Shadow"};
 	const char *conn = evhttp_find_header(live->req_headers, "Connection");
 	struct curl_slist *l = NULL;
@@ -321,6 +324,23 @@ static struct curl_slist *mirror_headers(const struct proxy_live *live)
 		if (!skip)
 			l = add_header(l, h->key, h->value, &fail);
 	}
+	const char *xff = evhttp_find_header(live->req_headers, "X-Forwarded-For");
+	const char *ip = live->client_ip ? live->client_ip : "";
+	if (xff && *xff) {
+		size_t n = strlen(xff) + strlen(ip) + 3;
+		char *buf = malloc(n);
+		if (buf) {
+			snprintf(buf, n, "%s, %s", xff, ip);
+			l = add_header(l, "X-Forwarded-For", buf, &fail);
+		}
+		fail |= !buf;
+		free(buf);
+	} else {
+		l = add_header(l, "X-Forwarded-For", ip, &fail);
+	}
+	const char *host = evhttp_find_header(live->req_headers, "Host");
+	if (host && *host)
+		l = add_header(l, "X-Forwarded-Host", host, &fail);
 	l = add_header(l, "X-Request-Id", live->request_id, &fail);
 	l = add_header(l, "X-Turnout-Shadow", "1", &fail);
 	if (fail) {

@@ -3,7 +3,8 @@ upstream_tls.ca as live traffic, so a candidate that serves live traffic over
 TLS (canary, override) can also be shadowed. The pinned live request to the
 candidate works, and every mirror to it is compared (none fails). A request
 header over 8 KiB (within max_header) reaches the shadow whole, as it reached
-live: the mirror is a copy of the request, headers included.
+live: the mirror is a copy of the request, headers included; so are the
+forwarding headers (X-Forwarded-For appended, X-Forwarded-Host).
 """
 
 import json
@@ -88,6 +89,20 @@ def main():
     f.check(v["rules"][1]["agree"] == before["rules"][1]["agree"] + 1 and v["error"] == 0,
             f"the shadow received the same 9000-byte header (rule len: {v['rules'][1]}, "
             f"errors {v['errors']})")
+
+    # The forwarding headers reach the shadow exactly as they reach live.
+    for name, hdrs in (("X-Forwarded-For", {}), ("X-Forwarded-For", {"X-Forwarded-For": "10.9.8.7"}),
+                       ("X-Forwarded-Host", {})):
+        before = shadow_stats(router.admin_port)
+        s, h, b = harness.http_request(router.port, "GET", f"/header-len?name={name}",
+                                       headers=hdrs)
+        f.check(s == 200 and json.loads(b)["len"] > 0, f"live received {name} ({s} {b!r})")
+        v = harness.wait_for(lambda: (lambda v: v if v["agree"] + v["disagree"] + v["error"] >
+                                      before["agree"] + before["disagree"] + before["error"]
+                                      else None)(shadow_stats(router.admin_port)),
+                             timeout=20, what=f"the {name} mirror counted")
+        f.check(v["rules"][1]["agree"] == before["rules"][1]["agree"] + 1,
+                f"the shadow received the same {name} as live {hdrs} ({v['rules'][1]})")
 
     for p in (router, live, shadow):
         f.check(p.stop(signal.SIGTERM) == 0, f"{p.name} exits 0 on SIGTERM")
