@@ -297,9 +297,30 @@ static void conn_fail(struct admin_conn *c, const char *msg)
 	bufferevent_disable(c->bev, EV_READ);
 }
 
+static int peer_allowed(const struct admin *adm, uid_t uid)
+{
+	if (adm->n_allow == 0)
+		return 1;
+	for (size_t i = 0; i < adm->n_allow; i++) {
+		if (adm->allow[i] == uid)
+			return 1;
+	}
+	return 0;
+}
+
 static void conn_line(struct admin_conn *c, const char *line, size_t len)
 {
 	struct admin *adm = c->adm;
+	if (!peer_allowed(adm, c->uid)) {
+		/* a reload took this uid out of admin.allow_uids while it was connected */
+		char msg[128];
+		snprintf(msg, sizeof(msg), "permission denied: uid %ld is not in admin.allow_uids",
+		         (long)c->uid);
+		log_warn("admin: %s: refused peer uid %ld pid %ld (no longer in admin.allow_uids)",
+		         adm->path, (long)c->uid, (long)c->pid);
+		conn_fail(c, msg);
+		return;
+	}
 	const struct admin_command *which = NULL;
 	json_t *reply =
 	    admin_dispatch(adm->cmds, adm->n_cmds, adm->ctx, c->uid, c->pid, line, len, &which);
@@ -354,17 +375,6 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	conn_kill(c);
-}
-
-static int peer_allowed(const struct admin *adm, uid_t uid)
-{
-	if (adm->n_allow == 0)
-		return 1;
-	for (size_t i = 0; i < adm->n_allow; i++) {
-		if (adm->allow[i] == uid)
-			return 1;
-	}
-	return 0;
 }
 
 static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,

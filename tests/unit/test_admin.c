@@ -348,6 +348,17 @@ static void test_server_refuses_uid(void **state)
 	json_t *r = ask(s, fd, "echo in\n");
 	assert_true(json_is_true(json_object_get(r, "ok")));
 	json_decref(r);
+
+	/* taken out again by a reconfigure: the open connection is refused its next command */
+	o.allow_uids = &other;
+	assert_int_equal(admin_reconfigure(s->adm, &o, err, sizeof(err)), 0);
+	r = ask(s, fd, "set blue\n");
+	assert_true(json_is_false(json_object_get(r, "ok")));
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(r, "error")), "not in admin.allow_uids"));
+	json_decref(r);
+	pump_until(s, fd, buf, sizeof(buf), 1, &eof);
+	assert_true(eof);
 	close(fd);
 }
 
