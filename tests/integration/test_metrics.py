@@ -12,6 +12,7 @@ a known number of requests (some answered 404 by the backend). Then:
   sum(turnout_requests_total) returns the number of requests sent.
 - The access log has one JSON line per request with the fields of the answer;
   after a rename and SIGUSR1 the next lines go to a new file.
+- The process gauges move: open connections and in-flight requests.
 - The predictor's own /metrics passes promtool too.
 Every process stops on SIGTERM with exit code 0.
 """
@@ -25,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -157,6 +159,43 @@ def check_prometheus(F, admin_port, expected):
     rc = p.stop()
     F.check(rc == 0, f"prometheus exit code 0 on SIGTERM (got {rc})")
     shutil.rmtree(d, ignore_errors=True)
+
+
+def check_process_gauges(F, r):
+    """3 keep-alive client connections, one of them with a request in flight."""
+    def gauge(name):
+        return value(get_metrics(r.admin_port)[1], name)
+
+    conns = [http.client.HTTPConnection("127.0.0.1", r.port, timeout=10) for _ in range(3)]
+    try:
+        for c in conns:
+            c.request("GET", "/gauges")
+            c.getresponse().read()
+
+        def slow():
+            conns[0].request("GET", "/slow?ms=1500")
+            conns[0].getresponse().read()
+
+        t = threading.Thread(target=slow, daemon=True)
+        t.start()
+        try:
+            harness.wait_for(lambda: gauge("turnout_inflight_requests") == 1, timeout=5,
+                             interval=0.05, what="one request in flight")
+            F.check(True, "turnout_inflight_requests == 1 with a slow request")
+        except AssertionError as e:
+            F.check(False, str(e))
+        F.check(gauge("turnout_open_connections") == 3,
+                f"turnout_open_connections == 3 ({gauge('turnout_open_connections')})")
+        t.join(timeout=10)
+    finally:
+        for c in conns:
+            c.close()
+    try:
+        harness.wait_for(lambda: gauge("turnout_open_connections") == 0, timeout=5,
+                         what="connections closed")
+        F.check(gauge("turnout_inflight_requests") == 0, "nothing in flight at the end")
+    except AssertionError as e:
+        F.check(False, str(e))
 
 
 def check_predictor(F):
@@ -307,6 +346,7 @@ def main():
             "/status has p50/p90/p99/p99.9")
 
     check_prometheus(F, r.admin_port, total)
+    check_process_gauges(F, r)
     rc = r.stop()
     F.check(rc == 0, f"turnout exit code 0 on SIGTERM (got {rc})")
     check_predictor(F)
