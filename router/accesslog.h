@@ -75,7 +75,9 @@ void accesslog_get_counters(struct accesslog_counters *out);
 
 /*
  * Format e as one JSON line ending in '\n' into out (outlen >= 2). Returns
- * the length; fields are truncated so the line always fits.
+ * the length; field contents are truncated (the path first) so the line
+ * always fits and stays valid JSON. Below 384 bytes of outlen the line is
+ * only "\n".
  */
 size_t accesslog_format(const struct accesslog_entry *e, int64_t t_ms, char *out, size_t outlen);
 
