@@ -759,6 +759,11 @@ static int admit(struct worker *w, struct evhttp_request *req, const struct rout
 		send_error(w, req, 400, NULL, "bad_framing", err, NULL, 1);
 		return -1;
 	}
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
+		send_error(w, req, 501, NULL, "not_implemented",
+		           "CONNECT is not served (Turnout is not a forward proxy)", NULL, 1);
+		return -1;
+	}
 	if (uri == NULL || uri[0] != '/') {
 		send_error(w, req, 400, NULL, "bad_request", "request target must be a path", NULL,
 		           0);

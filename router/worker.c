@@ -223,9 +223,13 @@ static int setup_http(struct worker *w, int listen_fd, const struct config *cfg)
 	 * guard (TLS when tls.cert is set; slowloris cut-off at client_timeout) */
 	evhttp_set_bevcb(w->http, tls_listener_bevcb, w->listener);
 	evhttp_set_default_content_type(w->http, NULL);
+	/* resilience: CONNECT is let in to be refused by proxy.c: evhttp's own 501
+	 * for it keeps the connection open, and the listener guard would then not
+	 * see where the next request starts (its head would go unchecked). */
 	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
 	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+	                                        EVHTTP_REQ_CONNECT);
 	evhttp_set_max_body_size(w->http, (ev_ssize_t)cfg->limits.max_body);
 	evhttp_set_max_headers_size(w->http, (ev_ssize_t)cfg->limits.max_header);
 	struct timeval tv = {cfg->limits.client_timeout_ms / 1000,

@@ -7,6 +7,7 @@ normal request is still served:
   obs-fold (SP and HTAB), control characters (NUL, SOH, DEL, bare CR) in values,
   bad header names (space, control character, empty, space before the colon),
   more TE/CL tricks (chunked twice, "chunked, chunked", "+5", "0x5", "5, 5");
+  CONNECT (501), and a folded request after it on the same connection (400);
   limits: header block over max_header, more than 100 header fields (431), body over
   max_body (413), request target over 8000 bytes (414).
 Slowloris: a client trickling header lines faster than client_timeout is cut off
@@ -129,6 +130,35 @@ def main():
         f.check(out.count(b"HTTP/1.1 ") <= 1, f"{name}: one answer only")
         f.check(backend_requests() == before, f"{name}: the backend saw no request")
         f.check(served(), f"after {name}: the next client is served")
+    # CONNECT is refused (501) by the router itself, so the listener guard sees the
+    # request end: a folded request sent after its answer on the same connection is
+    # refused too (evhttp's own 501 for CONNECT kept the connection open, guard blind).
+    before = backend_requests()
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(b"CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n")
+        first = b""
+        for _ in range(100):
+            chunk = s.recv(65536)
+            first += chunk
+            head_end = first.find(b"\r\n\r\n")
+            if not chunk or (0 <= head_end < len(first) - 4 and first.endswith(b"\n")):
+                break
+        f.check(first.startswith(b"HTTP/1.1 501") and b"not_implemented" in first,
+                f"CONNECT: 501 not_implemented ({first[:80]!r})")
+        second = b""
+        try:
+            s.sendall(b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: one\r\n two\r\n\r\n")
+            for _ in range(100):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                second += chunk
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass
+    f.check(status_of(second) in (None, 400),
+            f"a folded request after CONNECT is not served ({second[:60]!r})")
+    f.check(backend_requests() == before, "CONNECT: the backend saw no request")
+    f.check(served(), "after CONNECT: the next client is served")
     # A header line that only looks like a fold inside a body is not one.
     body = b'{\r\n  "a": 1\r\n}'
     out, _ = raw(port, req(b"Content-Type: application/json\r\nContent-Length: %d\r\n"
