@@ -6,6 +6,8 @@
    shadow could have answered.
 2. invalid: a rule the answers cannot satisfy (argmax of a number) makes every
    pair an error with cause "invalid", counted per rule too.
+3. bytes: 10 MiB mirrors held by a stuck shadow fill the worker's byte budget;
+   the rest are dropped with the reason "bytes" (counted, never queued).
 """
 
 import json
@@ -89,7 +91,25 @@ def main():
     f.check(v["errors"]["invalid"] == N, f"invalid: every error is unparsable ({v['errors']})")
     f.check(v["rules"][0]["error"] == N, f"invalid: counted on the rule ({v['rules'][0]})")
 
-    for p in (live, slow, fast):
+    # 3. bytes: 10 MiB bodies to a shadow that holds each for 30 s. Six mirrors
+    # hold 60 MiB of this worker's 64 MiB budget (SHADOW_INFLIGHT_BYTES_MAX); the
+    # seventh and eighth are dropped with the reason "bytes", not queued.
+    stuck = backend.start_backend("stuck", delay_ms=30000)
+    router = backend.start_router(ROUTER.format(live=live.port, shadow=stuck.port,
+                                                timeout="60s", rules=""))
+    big = os.urandom(10 * 1024 * 1024)
+    for i in range(8):
+        s, h, b = harness.http_request(router.port, "POST", f"/big?i={i}", body=big, timeout=30)
+        f.check(s == 200 and h.get("x-turnout-variant") == "live",
+                f"bytes: 10 MiB request {i} answered by live ({s})")
+    v = harness.wait_for(lambda: (lambda v: v if v["mirrored"] + sum(v["dropped"].values()) >= 8
+                                  else None)(shadow_stats(router.admin_port)),
+                         timeout=10, what="bytes: every mirror started or dropped")
+    f.check(v["mirrored"] == 6 and v["dropped"]["bytes"] == 2 and v["errors"]["dropped"] == 2,
+            f"bytes: 6 mirrored, 2 dropped for the byte budget ({v['mirrored']} {v['dropped']})")
+    f.check(router.stop(signal.SIGTERM) == 0, "bytes: router exits 0 with mirrors in flight")
+
+    for p in (live, slow, fast, stuck):
         f.check(p.stop(signal.SIGTERM) == 0, f"{p.name} exits 0 on SIGTERM")
     f.finish()
 
