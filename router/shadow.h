@@ -4,7 +4,9 @@
  *
  * The mirror is sent after the live answer is complete (from proxy.c's
  * SHADOW HOOK, on the worker's thread) with its own copy of the request body
- * and headers, "X-Turnout-Shadow: 1", its own timeout (shadow.timeout) and a
+ * and headers (X-Forwarded-For and X-Forwarded-Host as the live request got
+ * them; upstream_tls as for live traffic), "X-Turnout-Shadow: 1", its own
+ * timeout (shadow.timeout) and a
  * per-worker in-flight budget (shadow.max_inflight requests and
  * SHADOW_INFLIGHT_BYTES_MAX bytes). The client's answer never waits for it:
  * the live reply is sent right after the hook returns, and the hook only
