@@ -3,7 +3,7 @@
 # Idempotent: packages already present are left alone; safe to run twice.
 #
 #   deploy/install-deps.sh            build + run + test (the default)
-#   deploy/install-deps.sh --bench    also the benchmark peers (wrk, nginx, haproxy)
+#   deploy/install-deps.sh --bench    also the benchmark peers (wrk, nginx + echo, haproxy, flask + torch)
 #   deploy/install-deps.sh --train    also the offline training stack (torch, onnx, sklearn)
 #   deploy/install-deps.sh --all      everything above
 set -eu
@@ -13,7 +13,7 @@ BUILD="build-essential cmake pkg-config git
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev clang-format"
 TEST="python3 python3-yaml curl openssl procps libonnx-testdata prometheus
   clang libfuzzer-14-dev groff-base man-db chromium systemd"
-BENCH="wrk nginx-light haproxy"
+BENCH="wrk nginx-light libnginx-mod-http-echo haproxy python3-flask python3-torch"
 TRAIN="python3-torch python3-onnx python3-sklearn python3-numpy"
 
 want="$BUILD $TEST"
