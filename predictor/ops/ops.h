@@ -49,7 +49,10 @@ struct ops_params {
 	int64_t axes[TENSOR_MAX_DIMS];
 	int allowzero;
 	int noop_with_empty_axes;
-	int legacy; /* op-specific: semantics of an older opset */
+	int legacy;        /* op-specific: semantics of an older opset */
+	int storage_order; /* MaxPool Indices: 0 row-major, 1 column-major */
+	float momentum;    /* BatchNormalization training mode */
+	int training;      /* BatchNormalization training_mode */
 };
 
 enum ops_auto_pad {

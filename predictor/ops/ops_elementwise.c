@@ -3,7 +3,8 @@
  * (Relu, Sigmoid, Tanh, Exp, Clip, LeakyRelu, ...) and binary or variadic
  * arithmetic with numpy broadcasting (Add, Sub, Mul, Div, Max, Min, Sum,
  * Mean, PRelu). Float32 throughout; Add/Sub/Mul/Div/Max/Min/Neg/Abs also on
- * int64, which shape arithmetic in exported graphs needs.
+ * int64, which shape arithmetic in exported graphs needs, and Add/Sub/Mul/Div
+ * on uint8, int8 and int32 too (wrap-around, division truncating toward zero).
  *
  * A broadcast is run as rows: the innermost output dimension is one call of a
  * row function with per-operand strides 0 or 1, the outer dimensions walk an
@@ -157,12 +158,17 @@ static int run_clip(const struct ops_node *n, const struct tensor *const *in, st
 
 /* ---- binary and variadic ---- */
 
+/* Row function of a narrow integer type, on untyped element pointers. */
+typedef void (*binary_row_fn)(void *o, const void *a, size_t sa, const void *b, size_t sb,
+                              size_t n);
+
 struct binary_impl {
 	void (*f)(float *o, const float *a, size_t sa, const float *b, size_t sb, size_t n);
 	void (*i64)(int64_t *o, const int64_t *a, size_t sa, const int64_t *b, size_t sb, size_t n);
-	int int_div;  /* refuse a zero divisor */
-	int mean;     /* divide the fold by the number of inputs */
-	int variadic; /* Sum, Max, Min, Mean: one or more inputs */
+	binary_row_fn u8, i8, i32; /* NULL: the operator refuses that dtype */
+	int int_div;               /* refuse a zero divisor */
+	int mean;                  /* divide the fold by the number of inputs */
+	int variadic;              /* Sum, Max, Min, Mean: one or more inputs */
 };
 
 #define BINARY_F(fname, expr)                                                                      \
@@ -199,6 +205,66 @@ BINARY_I(bi_div, (x == INT64_MIN && y == -1) ? INT64_MIN : x / y)
 BINARY_I(bi_max, x > y ? x : y)
 BINARY_I(bi_min, x < y ? x : y)
 
+/*
+ * Narrow integers: the sum, difference and product are computed in the
+ * unsigned type of the same width and converted back, which wraps around as
+ * ONNX (numpy) does; the quotient truncates toward zero, and the one signed
+ * overflow, MIN / -1, wraps to MIN. Zero divisors are refused before a row runs.
+ */
+#define BINARY_N(fname, T, expr)                                                                   \
+	static void fname(void *vo, const void *va, size_t sa, const void *vb, size_t sb,          \
+	                  size_t n)                                                                \
+	{                                                                                          \
+		T *o = vo;                                                                         \
+		const T *a = va, *b = vb;                                                          \
+		for (size_t i = 0; i < n; i++) {                                                   \
+			T x = a[i * sa], y = b[i * sb];                                            \
+			o[i] = (T)(expr);                                                          \
+		}                                                                                  \
+	}
+
+BINARY_N(bu8_add, uint8_t, (unsigned)x + (unsigned)y)
+BINARY_N(bu8_sub, uint8_t, (unsigned)x - (unsigned)y)
+BINARY_N(bu8_mul, uint8_t, (unsigned)x *(unsigned)y)
+BINARY_N(bu8_div, uint8_t, x / y)
+BINARY_N(bi8_add, int8_t, (uint8_t)((unsigned)x + (unsigned)y))
+BINARY_N(bi8_sub, int8_t, (uint8_t)((unsigned)x - (unsigned)y))
+BINARY_N(bi8_mul, int8_t, (uint8_t)((unsigned)x *(unsigned)y))
+BINARY_N(bi8_div, int8_t, (uint8_t)(x / y)) /* int promotion: -128 / -1 = 128 -> -128 */
+BINARY_N(bi32_add, int32_t, (uint32_t)x + (uint32_t)y)
+BINARY_N(bi32_sub, int32_t, (uint32_t)x - (uint32_t)y)
+BINARY_N(bi32_mul, int32_t, (uint32_t)x *(uint32_t)y)
+BINARY_N(bi32_div, int32_t, (x == INT32_MIN && y == -1) ? INT32_MIN : x / y)
+
+static binary_row_fn binary_narrow(const struct binary_impl *b, enum tensor_dtype t)
+{
+	switch (t) {
+	case TENSOR_UINT8:
+		return b->u8;
+	case TENSOR_INT8:
+		return b->i8;
+	case TENSOR_INT32:
+		return b->i32;
+	default:
+		return NULL;
+	}
+}
+
+/* Whether an integer tensor holds a zero element (all bytes of it zero). */
+static int has_zero(const struct tensor *t)
+{
+	size_t es = tensor_dtype_size(t->dtype);
+	const unsigned char *d = t->data;
+	for (size_t i = 0; i < t->nelem; i++) {
+		size_t k = 0;
+		while (k < es && d[i * es + k] == 0)
+			k++;
+		if (k == es)
+			return 1;
+	}
+	return 0;
+}
+
 /* One broadcast step: out = a op b. */
 static int binary_apply(const struct binary_impl *b, const struct tensor *x, const struct tensor *y,
                         struct tensor **out, char *err, size_t errlen)
@@ -207,12 +273,11 @@ static int binary_apply(const struct binary_impl *b, const struct tensor *x, con
 	int n;
 	if (ops_broadcast_shape(x, y, od, &n, err, errlen))
 		return -1;
-	if (b->int_div && x->dtype == TENSOR_INT64)
-		for (size_t i = 0; i < y->nelem; i++)
-			if (((const int64_t *)y->data)[i] == 0) {
-				snprintf(err, errlen, "integer division by zero");
-				return -1;
-			}
+	if (b->int_div && x->dtype != TENSOR_FLOAT && has_zero(y)) {
+		snprintf(err, errlen, "integer division by zero");
+		return -1;
+	}
+	binary_row_fn narrow = binary_narrow(b, x->dtype);
 	if (ops_new(out, x->dtype, n, od, err, errlen))
 		return -1;
 	/* Element strides of each operand in output coordinates, 0 where broadcast. */
@@ -242,7 +307,9 @@ static int binary_apply(const struct binary_impl *b, const struct tensor *x, con
 	for (size_t done = 0; done < total; done += inner) {
 		const char *px = (const char *)x->data + ox * esz;
 		const char *py = (const char *)y->data + oy * esz;
-		if (x->dtype == TENSOR_INT64)
+		if (narrow)
+			narrow(o + done * esz, px, isx, py, isy, inner);
+		else if (x->dtype == TENSOR_INT64)
 			b->i64((int64_t *)(void *)(o + done * esz),
 			       (const int64_t *)(const void *)px, isx,
 			       (const int64_t *)(const void *)py, isy, inner);
@@ -273,7 +340,8 @@ static int prepare_binary(struct ops_node *n, const Onnx__NodeProto *np,
 		snprintf(err, errlen, "attributes 'broadcast'/'axis' (opset < 7) not supported");
 		return -1;
 	}
-	if (ops_require_dtype(in_types[0], "input 0", b->i64 ? float_int64 : float_only, err,
+	if (!binary_narrow(b, in_types[0]) &&
+	    ops_require_dtype(in_types[0], "input 0", b->i64 ? float_int64 : float_only, err,
 	                      errlen))
 		return -1;
 	for (size_t i = 1; i < n->n_in; i++)
@@ -353,15 +421,15 @@ static const struct unary_impl U_HARD_SIGMOID = {u_hard_sigmoid, NULL, 0.2f, 0.5
 static const struct unary_impl U_HARD_SWISH = {u_hard_swish, NULL, 0, 0, 0};
 static const struct unary_impl U_THRESHOLDED_RELU = {u_thresholded_relu, NULL, 1.0f, 0, 0};
 
-static const struct binary_impl B_ADD = {b_add, bi_add, 0, 0, 0};
-static const struct binary_impl B_SUB = {b_sub, bi_sub, 0, 0, 0};
-static const struct binary_impl B_MUL = {b_mul, bi_mul, 0, 0, 0};
-static const struct binary_impl B_DIV = {b_div, bi_div, 1, 0, 0};
-static const struct binary_impl B_PRELU = {b_prelu, NULL, 0, 0, 0};
-static const struct binary_impl B_MAX = {b_max, bi_max, 0, 0, 1};
-static const struct binary_impl B_MIN = {b_min, bi_min, 0, 0, 1};
-static const struct binary_impl B_SUM = {b_add, bi_add, 0, 0, 1};
-static const struct binary_impl B_MEAN = {b_add, NULL, 0, 1, 1};
+static const struct binary_impl B_ADD = {b_add, bi_add, bu8_add, bi8_add, bi32_add, 0, 0, 0};
+static const struct binary_impl B_SUB = {b_sub, bi_sub, bu8_sub, bi8_sub, bi32_sub, 0, 0, 0};
+static const struct binary_impl B_MUL = {b_mul, bi_mul, bu8_mul, bi8_mul, bi32_mul, 0, 0, 0};
+static const struct binary_impl B_DIV = {b_div, bi_div, bu8_div, bi8_div, bi32_div, 1, 0, 0};
+static const struct binary_impl B_PRELU = {b_prelu, NULL, NULL, NULL, NULL, 0, 0, 0};
+static const struct binary_impl B_MAX = {b_max, bi_max, NULL, NULL, NULL, 0, 0, 1};
+static const struct binary_impl B_MIN = {b_min, bi_min, NULL, NULL, NULL, 0, 0, 1};
+static const struct binary_impl B_SUM = {b_add, bi_add, NULL, NULL, NULL, 0, 0, 1};
+static const struct binary_impl B_MEAN = {b_add, NULL, NULL, NULL, NULL, 0, 1, 1};
 
 #define UNARY(name, impl)                                                                          \
 	{                                                                                          \

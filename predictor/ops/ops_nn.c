@@ -1,7 +1,8 @@
 /*
  * ops_nn.c - neural-network operators: Conv (pads, strides, dilations, group,
- * auto_pad), MaxPool and AveragePool (ceil_mode, count_include_pad),
- * GlobalAveragePool, GlobalMaxPool, BatchNormalization (inference),
+ * auto_pad), MaxPool (also on uint8, with the optional Indices output) and
+ * AveragePool (ceil_mode, count_include_pad), GlobalAveragePool,
+ * GlobalMaxPool, BatchNormalization (inference, and opset 14+ training mode),
  * Softmax, LogSoftmax and Hardmax (opset 13 per-axis semantics, and the
  * flatten-to-2-D semantics of the older opsets).
  *
@@ -321,12 +322,31 @@ bad:
 
 /* ---- MaxPool, AveragePool ---- */
 
+static const enum tensor_dtype float_uint8[] = {TENSOR_FLOAT, TENSOR_UINT8, 0};
+
+/*
+ * MaxPool's Indices: the flat index of (i0, i1, i2) in one [D1..Dk] plane,
+ * row-major (storage_order 0) or column-major (1), of the ns real spatial dims.
+ */
+static int64_t window_index(const struct window *w, int colmajor, int ns, int64_t i0, int64_t i1,
+                            int64_t i2)
+{
+	if (!colmajor)
+		return (i0 * w->in[1] + i1) * w->in[2] + i2;
+	int64_t idx[SP] = {i0, i1, i2}, r = 0;
+	for (int i = ns - 1; i >= 0; i--)
+		r = r * w->in[i] + idx[i];
+	return r;
+}
+
 static int prepare_pool(struct ops_node *n, const Onnx__NodeProto *np,
                         const enum tensor_dtype *in_types, enum tensor_dtype *out_types, char *err,
                         size_t errlen)
 {
 	int64_t ceil_mode, cip, storage;
-	if (ops_require_dtype(in_types[0], "input", float_only, err, errlen) ||
+	int is_max = strcmp(n->op_type, "MaxPool") == 0;
+	if (ops_require_dtype(in_types[0], "input", is_max ? float_uint8 : float_only, err,
+	                      errlen) ||
 	    prepare_window(n, np, err, errlen) ||
 	    ops_attr_int(np, "ceil_mode", 0, &ceil_mode, err, errlen) ||
 	    ops_attr_int(np, "count_include_pad", 0, &cip, err, errlen) ||
@@ -336,14 +356,17 @@ static int prepare_pool(struct ops_node *n, const Onnx__NodeProto *np,
 		snprintf(err, errlen, "attribute 'kernel_shape' is required");
 		return -1;
 	}
-	if (n->n_out > 1) {
-		snprintf(err, errlen, "output 'Indices' not supported");
+	if (storage != 0 && storage != 1) {
+		snprintf(err, errlen, "storage_order=%lld: must be 0 or 1", (long long)storage);
 		return -1;
 	}
 	n->p.ceil_mode = ceil_mode != 0;
 	n->p.count_include_pad = cip != 0;
-	n->p.legacy = strcmp(n->op_type, "MaxPool") == 0; /* 1 = max, 0 = average */
-	out_types[0] = TENSOR_FLOAT;
+	n->p.legacy = is_max; /* 1 = max, 0 = average */
+	n->p.storage_order = (int)storage;
+	out_types[0] = in_types[0];
+	if (n->n_out > 1)
+		out_types[1] = TENSOR_INT64;
 	return 0;
 }
 
@@ -360,18 +383,34 @@ static int run_pool(const struct ops_node *n, const struct tensor *const *in, st
 		od[2 + i] = w.out[i];
 	if (ops_new(out, TENSOR_FLOAT, x->ndim, od, err, errlen))
 		return -1;
+	int64_t *ind = NULL;
+	if (n->n_out > 1) {
+		if (ops_new(&out[1], TENSOR_INT64, x->ndim, od, err, errlen))
+			return -1;
+		ind = out[1]->data;
+	}
+	/* A uint8 input is pooled in float (exact for 0..255) and converted back. */
+	float *xf = NULL;
+	if (x->dtype == TENSOR_UINT8) {
+		if (!(xf = malloc((x->nelem ? x->nelem : 1) * sizeof(float)))) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		for (size_t i = 0; i < x->nelem; i++)
+			xf[i] = ((const uint8_t *)x->data)[i];
+	}
 	int is_max = p->legacy;
 	size_t planes = (size_t)(x->dims[0] * x->dims[1]);
 	size_t isz = (size_t)(w.in[0] * w.in[1] * w.in[2]);
 	float *y = (*out)->data;
 	for (size_t pl = 0; pl < planes; pl++) {
-		const float *xp = (const float *)x->data + pl * isz;
+		const float *xp = (xf ? xf : (const float *)x->data) + pl * isz;
 		for (int64_t o0 = 0; o0 < w.out[0]; o0++)
 			for (int64_t o1 = 0; o1 < w.out[1]; o1++)
 				for (int64_t o2 = 0; o2 < w.out[2]; o2++) {
 					int64_t o[SP] = {o0, o1, o2};
 					float acc = is_max ? -INFINITY : 0.0f;
-					int64_t cnt = 0, cnt_pad = 1;
+					int64_t cnt = 0, cnt_pad = 1, arg = 0;
 					int64_t lo[SP], hi[SP];
 					for (int i = 0; i < SP; i++) {
 						int64_t st = o[i] * w.s[i] - w.pb[i];
@@ -395,10 +434,21 @@ static int run_pool(const struct ops_node *n, const struct tensor *const *in, st
 								if (i2 < 0 || i2 >= w.in[2])
 									continue;
 								float v = xr[i2];
-								if (is_max)
-									acc = v > acc ? v : acc;
-								else
+								if (!is_max)
 									acc += v;
+								else if (v > acc) {
+									acc = v;
+									if (ind)
+										arg = window_index(
+										    &w,
+										    p->storage_order,
+										    x->ndim - 2, i0,
+										    i1, i2);
+								} else if (ind && cnt == 0)
+									arg = window_index(
+									    &w, p->storage_order,
+									    x->ndim - 2, i0, i1,
+									    i2);
 								cnt++;
 							}
 						}
@@ -407,8 +457,22 @@ static int run_pool(const struct ops_node *n, const struct tensor *const *in, st
 						int64_t div = p->count_include_pad ? cnt_pad : cnt;
 						acc = div ? acc / (float)div : 0.0f;
 					}
+					if (ind)
+						*ind++ = (int64_t)(pl * isz) + arg;
 					*y++ = acc;
 				}
+	}
+	if (xf) {
+		free(xf);
+		struct tensor *f = *out;
+		*out = NULL;
+		if (ops_new(out, TENSOR_UINT8, f->ndim, f->dims, err, errlen)) {
+			tensor_free(f);
+			return -1;
+		}
+		for (size_t i = 0; i < f->nelem; i++)
+			((uint8_t *)(*out)->data)[i] = (uint8_t)((const float *)f->data)[i];
+		tensor_free(f);
 	}
 	return 0;
 }
@@ -467,18 +531,52 @@ static int prepare_batchnorm(struct ops_node *n, const Onnx__NodeProto *np,
 		if (ops_require_dtype(in_types[i], "input", float_only, err, errlen))
 			return -1;
 	if (ops_attr_float(np, "epsilon", 1e-5f, &n->p.epsilon, err, errlen) ||
+	    ops_attr_float(np, "momentum", 0.9f, &n->p.momentum, err, errlen) ||
 	    ops_attr_int(np, "training_mode", 0, &training, err, errlen))
 		return -1;
-	if (training || n->n_out > 1) {
-		snprintf(err, errlen, "training mode not supported (inference only)");
+	/* Opset 14+: training_mode=1 adds running_mean and running_var outputs. */
+	if ((training && n->opset < 14) || (!training && n->n_out > 1) || n->n_out > 3) {
+		snprintf(err, errlen,
+		         "training_mode=%lld with %zu outputs not supported (opset 14+ training "
+		         "mode has Y, running_mean, running_var)",
+		         (long long)training, n->n_out);
 		return -1;
 	}
+	n->p.training = training != 0;
 	if (ops_attr(np, "spatial") || ops_attr(np, "is_test") || ops_attr(np, "consumed_inputs")) {
 		snprintf(err, errlen, "attributes of opset < 9 not supported");
 		return -1;
 	}
-	out_types[0] = TENSOR_FLOAT;
+	for (size_t i = 0; i < n->n_out; i++)
+		out_types[i] = TENSOR_FLOAT;
 	return 0;
+}
+
+/*
+ * Training mode: the per-channel mean and (population) variance of x over the
+ * batch and spatial dimensions into mean[C] and var[C] (double sums).
+ */
+static void batch_stats(const struct tensor *x, int64_t C, size_t outer, size_t inner, float *mean,
+                        float *var)
+{
+	const float *xd = x->data;
+	double cnt = (double)outer * (double)inner;
+	for (int64_t c = 0; c < C; c++) {
+		double s = 0.0, q = 0.0;
+		for (size_t o = 0; o < outer; o++) {
+			const float *r = xd + (o * (size_t)C + (size_t)c) * inner;
+			for (size_t i = 0; i < inner; i++)
+				s += r[i];
+		}
+		double m = cnt > 0 ? s / cnt : 0.0;
+		for (size_t o = 0; o < outer; o++) {
+			const float *r = xd + (o * (size_t)C + (size_t)c) * inner;
+			for (size_t i = 0; i < inner; i++)
+				q += (r[i] - m) * (r[i] - m);
+		}
+		mean[c] = (float)m;
+		var[c] = cnt > 0 ? (float)(q / cnt) : 0.0f;
+	}
 }
 
 static int run_batchnorm(const struct ops_node *n, const struct tensor *const *in,
@@ -499,6 +597,42 @@ static int run_batchnorm(const struct ops_node *n, const struct tensor *const *i
 	const float *sc = in[1]->data, *bi = in[2]->data, *mu = in[3]->data, *var = in[4]->data;
 	size_t inner = x->ndim > 2 ? ops_numel(x->dims + 2, x->ndim - 2) : 1;
 	size_t outer = x->ndim >= 1 ? (size_t)x->dims[0] : 1;
+	if (n->p.training) {
+		/* Normalize with the batch statistics; blend them into the running ones. */
+		struct tensor *bm = NULL, *bv = NULL;
+		int64_t cd[1] = {C};
+		if (ops_new(&bm, TENSOR_FLOAT, 1, cd, err, errlen) ||
+		    ops_new(&bv, TENSOR_FLOAT, 1, cd, err, errlen)) {
+			tensor_free(bm);
+			return -1;
+		}
+		float *m = bm->data, *v = bv->data;
+		batch_stats(x, C, outer, inner, m, v);
+		float mom = n->p.momentum;
+		for (size_t k = 1; k < n->n_out; k++) {
+			const float *run = k == 1 ? mu : var, *cur = k == 1 ? m : v;
+			if (ops_new(&out[k], TENSOR_FLOAT, in[3]->ndim, in[3]->dims, err, errlen)) {
+				tensor_free(bm);
+				tensor_free(bv);
+				return -1;
+			}
+			float *r = out[k]->data;
+			for (int64_t c = 0; c < C; c++)
+				r[c] = run[c] * mom + cur[c] * (1.0f - mom);
+		}
+		const float *xd = x->data;
+		float *y = (*out)->data;
+		for (size_t o = 0; o < outer; o++)
+			for (int64_t c = 0; c < C; c++) {
+				float inv = sc[c] / sqrtf(v[c] + n->p.epsilon);
+				size_t base = (o * (size_t)C + (size_t)c) * inner;
+				for (size_t i = 0; i < inner; i++)
+					y[base + i] = (xd[base + i] - m[c]) * inv + bi[c];
+			}
+		tensor_free(bm);
+		tensor_free(bv);
+		return 0;
+	}
 	const float *xd = x->data;
 	float *y = (*out)->data;
 	for (size_t o = 0; o < outer; o++)

@@ -137,6 +137,81 @@ static struct tensor *run_op(struct case_ *c, const char *op, size_t n_in, struc
 	return out;
 }
 
+/* As run_op with n_out outputs into out[] (all NULL on failure); returns 0 or -1. */
+static int run_op_n(struct case_ *c, const char *op, size_t n_in, struct tensor **in, size_t n_out,
+                    struct tensor **out)
+{
+	Onnx__NodeProto np = ONNX__NODE_PROTO__INIT;
+	np.n_attribute = c->nattr;
+	np.attribute = c->attrp;
+	np.op_type = (char *)op;
+	struct ops_node n = {0};
+	int slots[16] = {0};
+	n.name = "t";
+	n.op_type = op;
+	n.kernel = ops_find(op);
+	assert_non_null(n.kernel);
+	n.opset = c->opset;
+	n.n_in = n_in;
+	n.n_out = n_out;
+	n.in = slots;
+	n.out = slots + 8;
+	enum tensor_dtype types[8], out_types[8] = {0};
+	for (size_t i = 0; i < n_in; i++)
+		types[i] = in[i] ? in[i]->dtype : TENSOR_UNDEFINED;
+	for (size_t i = 0; i < n_out; i++)
+		out[i] = NULL;
+	int rc = n.kernel->prepare(&n, &np, types, out_types, c->err, sizeof(c->err));
+	if (rc == 0)
+		rc = n.kernel->run(&n, (const struct tensor *const *)in, out, c->err,
+		                   sizeof(c->err));
+	for (size_t i = 0; i < n_out; i++) {
+		if (rc) {
+			tensor_free(out[i]);
+			out[i] = NULL;
+		} else {
+			assert_non_null(out[i]);
+			assert_int_equal(out[i]->dtype, out_types[i]);
+		}
+	}
+	for (size_t i = 0; i < n_in; i++)
+		tensor_free(in[i]);
+	return rc;
+}
+
+/* A tensor of a 1-byte or 4-byte integer dtype from int64 values. */
+static struct tensor *tn(enum tensor_dtype dt, int ndim, const int64_t *dims, const int64_t *v)
+{
+	struct tensor *t = tensor_new(NULL, dt, ndim, dims);
+	assert_non_null(t);
+	for (size_t i = 0; i < t->nelem; i++) {
+		if (dt == TENSOR_UINT8)
+			((uint8_t *)t->data)[i] = (uint8_t)v[i];
+		else if (dt == TENSOR_INT8)
+			((int8_t *)t->data)[i] = (int8_t)v[i];
+		else
+			((int32_t *)t->data)[i] = (int32_t)v[i];
+	}
+	return t;
+}
+
+/* Checks a narrow integer tensor against int64 values; frees it. */
+static void expect_n(struct tensor *t, enum tensor_dtype dt, size_t n, const int64_t *want)
+{
+	assert_non_null(t);
+	assert_int_equal(t->dtype, dt);
+	assert_int_equal(t->nelem, n);
+	for (size_t i = 0; i < n; i++) {
+		int64_t g = dt == TENSOR_UINT8  ? ((uint8_t *)t->data)[i]
+		            : dt == TENSOR_INT8 ? ((int8_t *)t->data)[i]
+		                                : ((int32_t *)t->data)[i];
+		if (g != want[i])
+			fail_msg("element %zu: got %lld, want %lld", i, (long long)g,
+			         (long long)want[i]);
+	}
+	tensor_free(t);
+}
+
 static void expect_f(struct tensor *t, int ndim, const int64_t *dims, const float *want)
 {
 	assert_non_null(t);
@@ -209,6 +284,67 @@ static void test_int64_arith(void **state)
 	/* mixed dtypes are refused at prepare */
 	in[0] = ti(1, (int64_t[]){1}, (int64_t[]){1});
 	in[1] = tf(1, (int64_t[]){1}, (float[]){1});
+	assert_null(run_op(&c, "Add", 2, in));
+	assert_non_null(strstr(c.err, "differs"));
+}
+
+static void test_narrow_int_arith(void **state)
+{
+	struct case_ c;
+	case_init(&c);
+	int64_t d4[1] = {4};
+	/* uint8 wraps: 250 + 10 = 260 - 256 = 4 */
+	struct tensor *in[2] = {tn(TENSOR_UINT8, 1, d4, (int64_t[]){250, 3, 16, 7}),
+	                        tn(TENSOR_UINT8, 1, d4, (int64_t[]){10, 5, 17, 2})};
+	expect_n(run_op(&c, "Add", 2, in), TENSOR_UINT8, 4, (int64_t[]){4, 8, 33, 9});
+	in[0] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){3, 0, 255, 200});
+	in[1] = tn(TENSOR_UINT8, 0, NULL, (int64_t[]){5});
+	expect_n(run_op(&c, "Sub", 2, in), TENSOR_UINT8, 4, (int64_t[]){254, 251, 250, 195});
+	in[0] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){16, 255, 2, 0});
+	in[1] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){17, 255, 3, 9});
+	expect_n(run_op(&c, "Mul", 2, in), TENSOR_UINT8, 4, (int64_t[]){16, 1, 6, 0});
+	in[0] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){7, 255, 1, 0});
+	in[1] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){2, 16, 3, 9});
+	expect_n(run_op(&c, "Div", 2, in), TENSOR_UINT8, 4, (int64_t[]){3, 15, 0, 0});
+	in[0] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){7, 255, 1, 0});
+	in[1] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){2, 0, 3, 9});
+	assert_null(run_op(&c, "Div", 2, in));
+	assert_non_null(strstr(c.err, "division by zero"));
+	/* int8: truncation toward zero, wrap-around, -128 / -1 wraps to -128 */
+	in[0] = tn(TENSOR_INT8, 1, d4, (int64_t[]){-7, 7, -128, 100});
+	in[1] = tn(TENSOR_INT8, 1, d4, (int64_t[]){2, -2, -1, 3});
+	expect_n(run_op(&c, "Div", 2, in), TENSOR_INT8, 4, (int64_t[]){-3, -3, -128, 33});
+	in[0] = tn(TENSOR_INT8, 1, d4, (int64_t[]){127, -128, 64, -1});
+	in[1] = tn(TENSOR_INT8, 1, d4, (int64_t[]){1, 1, 2, 1});
+	expect_n(run_op(&c, "Add", 2, in), TENSOR_INT8, 4, (int64_t[]){-128, -127, 66, 0});
+	in[0] = tn(TENSOR_INT8, 1, d4, (int64_t[]){-128, 64, 3, -3});
+	in[1] = tn(TENSOR_INT8, 1, d4, (int64_t[]){1, 2, -4, 5});
+	expect_n(run_op(&c, "Sub", 2, in), TENSOR_INT8, 4, (int64_t[]){127, 62, 7, -8});
+	expect_n(run_op(&c, "Mul", 2,
+	                (struct tensor *[]){tn(TENSOR_INT8, 1, d4, (int64_t[]){64, -3, 16, 0}),
+	                                    tn(TENSOR_INT8, 1, d4, (int64_t[]){2, 5, 16, 9})}),
+	         TENSOR_INT8, 4, (int64_t[]){-128, -15, 0, 0});
+	/* int32, broadcast [2,1] op [2] */
+	in[0] = tn(TENSOR_INT32, 2, (int64_t[]){2, 1}, (int64_t[]){INT32_MAX, -9});
+	in[1] = tn(TENSOR_INT32, 1, (int64_t[]){2}, (int64_t[]){1, 2});
+	expect_n(run_op(&c, "Add", 2, in), TENSOR_INT32, 4,
+	         (int64_t[]){INT32_MIN, INT32_MIN + 1, -8, -7});
+	in[0] = tn(TENSOR_INT32, 1, d4, (int64_t[]){INT32_MIN, -9, 9, 65536});
+	in[1] = tn(TENSOR_INT32, 1, d4, (int64_t[]){-1, 4, -4, 65536});
+	expect_n(run_op(&c, "Div", 2, in), TENSOR_INT32, 4, (int64_t[]){INT32_MIN, -2, -2, 1});
+	in[0] = tn(TENSOR_INT32, 1, d4, (int64_t[]){INT32_MIN, -9, 9, 65536});
+	in[1] = tn(TENSOR_INT32, 1, d4, (int64_t[]){-1, 4, -4, 65536});
+	expect_n(run_op(&c, "Mul", 2, in), TENSOR_INT32, 4, (int64_t[]){INT32_MIN, -36, -36, 0});
+	in[0] = tn(TENSOR_INT32, 1, d4, (int64_t[]){INT32_MIN, -9, 9, 0});
+	in[1] = tn(TENSOR_INT32, 1, d4, (int64_t[]){1, 4, -4, 0});
+	expect_n(run_op(&c, "Sub", 2, in), TENSOR_INT32, 4, (int64_t[]){INT32_MAX, -13, 13, 0});
+	/* not for the other binary operators, nor mixed */
+	in[0] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){1, 2, 3, 4});
+	in[1] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){1, 2, 3, 4});
+	assert_null(run_op(&c, "PRelu", 2, in));
+	assert_non_null(strstr(c.err, "UINT8 not supported"));
+	in[0] = tn(TENSOR_UINT8, 1, d4, (int64_t[]){1, 2, 3, 4});
+	in[1] = tn(TENSOR_INT8, 1, d4, (int64_t[]){1, 2, 3, 4});
 	assert_null(run_op(&c, "Add", 2, in));
 	assert_non_null(strstr(c.err, "differs"));
 }
@@ -399,6 +535,29 @@ static void test_pool(void **state)
 	in[0] = tf(4, (int64_t[]){1, 1, 3, 3}, (float[]){-1, -2, -3, -4, -5, -6, -7, -8, -9});
 	expect_f(run_op(&c, "MaxPool", 1, in), 4, (int64_t[]){1, 1, 2, 2},
 	         (float[]){-1, -2, -4, -5});
+	/* MaxPool on uint8 with Indices: flat index in [N,C,H,W], incl. the plane offset */
+	case_init(&c);
+	attr_ints(&c, "kernel_shape", 2, k2);
+	attr_ints(&c, "strides", 2, s2);
+	struct tensor *mo[2];
+	in[0] = tn(TENSOR_UINT8, 4, (int64_t[]){1, 2, 2, 4},
+	           (int64_t[]){1, 9, 200, 3, 7, 2, 4, 255, 0, 0, 5, 5, 0, 0, 5, 5});
+	assert_int_equal(run_op_n(&c, "MaxPool", 1, in, 2, mo), 0);
+	expect_n(mo[0], TENSOR_UINT8, 4, (int64_t[]){9, 255, 0, 5});
+	/* ties keep the first: plane 1 starts at 8 */
+	expect_i(mo[1], 4, (int64_t[]){1, 2, 1, 2}, (int64_t[]){1, 7, 8, 10});
+	/* storage_order 1: column-major within the plane (h + w * H) */
+	attr_i(&c, "storage_order", 1);
+	in[0] = tf(4, (int64_t[]){1, 1, 2, 4}, (float[]){1, 9, 200, 3, 7, 2, 4, 255});
+	assert_int_equal(run_op_n(&c, "MaxPool", 1, in, 2, mo), 0);
+	expect_f(mo[0], 4, (int64_t[]){1, 1, 1, 2}, (float[]){9, 255});
+	expect_i(mo[1], 4, (int64_t[]){1, 1, 1, 2}, (int64_t[]){2, 7});
+	/* AveragePool stays float only */
+	case_init(&c);
+	attr_ints(&c, "kernel_shape", 2, k2);
+	in[0] = tn(TENSOR_UINT8, 4, (int64_t[]){1, 1, 2, 2}, (int64_t[]){1, 2, 3, 4});
+	assert_null(run_op(&c, "AveragePool", 1, in));
+	assert_non_null(strstr(c.err, "UINT8 not supported"));
 	/* GlobalAveragePool */
 	case_init(&c);
 	in[0] = tf(4, (int64_t[]){1, 2, 1, 2}, (float[]){1, 3, 10, 20});
@@ -424,6 +583,31 @@ static void test_batchnorm(void **state)
 		in[i] = tf(1, (int64_t[]){1}, (float[]){1});
 	assert_null(run_op(&c, "BatchNormalization", 5, in));
 	assert_non_null(strstr(c.err, "training"));
+	/*
+	 * Opset 15 training mode on X [N=2,C=2,1,1]: channel 0 holds {1,3} (mean 2,
+	 * variance 1), channel 1 {10,30} (mean 20, variance 100); running stats blend
+	 * with momentum 0.5.
+	 */
+	c.opset = 15;
+	attr_f(&c, "epsilon", 0);
+	attr_f(&c, "momentum", 0.5f);
+	in[0] = tf(4, (int64_t[]){2, 2, 1, 1}, (float[]){1, 10, 3, 30});
+	in[1] = tf(1, (int64_t[]){2}, (float[]){2, 1});
+	in[2] = tf(1, (int64_t[]){2}, (float[]){0, 1});
+	in[3] = tf(1, (int64_t[]){2}, (float[]){0, 10});
+	in[4] = tf(1, (int64_t[]){2}, (float[]){1, 50});
+	struct tensor *bo[3];
+	assert_int_equal(run_op_n(&c, "BatchNormalization", 5, in, 3, bo), 0);
+	expect_f(bo[0], 4, (int64_t[]){2, 2, 1, 1}, (float[]){-2, 0, 2, 2});
+	expect_f(bo[1], 1, (int64_t[]){2}, (float[]){1, 15});
+	expect_f(bo[2], 1, (int64_t[]){2}, (float[]){1, 75});
+	/* inference mode with the extra outputs is refused */
+	case_init(&c);
+	c.opset = 15;
+	for (int i = 0; i < 5; i++)
+		in[i] = tf(1, (int64_t[]){1}, (float[]){1});
+	assert_int_equal(run_op_n(&c, "BatchNormalization", 5, in, 3, bo), -1);
+	assert_non_null(strstr(c.err, "training_mode=0"));
 }
 
 static void test_softmax(void **state)
@@ -673,6 +857,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_add_broadcast),
 	    cmocka_unit_test(test_int64_arith),
+	    cmocka_unit_test(test_narrow_int_arith),
 	    cmocka_unit_test(test_unary),
 	    cmocka_unit_test(test_gemm),
 	    cmocka_unit_test(test_matmul),
