@@ -426,6 +426,19 @@ static int prepare_node(struct loader *L, const Onnx__NodeProto *np, struct ops_
 		         why);
 		return -1;
 	}
+	/* FLOAT16 and BFLOAT16 tensors are only converted, by Cast and CastLike. */
+	int converter = strcmp(n->op_type, "Cast") == 0 || strcmp(n->op_type, "CastLike") == 0;
+	for (size_t j = 0; !converter && j < n->n_in + n->n_out; j++) {
+		enum tensor_dtype t = j < n->n_in ? in_types[j] : out_types[j - n->n_in];
+		if (t == TENSOR_FLOAT16 || t == TENSOR_BFLOAT16) {
+			snprintf(L->err, L->errlen,
+			         "%s: node '%s' (%s): %s %zu: dtype %s is supported only by Cast "
+			         "and CastLike",
+			         m->path, n->name, n->op_type, j < n->n_in ? "input" : "output",
+			         j < n->n_in ? j : j - n->n_in, ops_dtype_name((int)t));
+			return -1;
+		}
+	}
 	for (size_t j = 0; j < n->n_out; j++)
 		if (n->out[j] >= 0)
 			m->slot_type[n->out[j]] = out_types[j];

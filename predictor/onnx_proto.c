@@ -140,7 +140,8 @@ void onnx_proto_explain(const char *name, const char *what, const void *buf, siz
 static int supported_dtype(int t)
 {
 	return t == TENSOR_FLOAT || t == TENSOR_UINT8 || t == TENSOR_INT8 || t == TENSOR_INT32 ||
-	       t == TENSOR_INT64 || t == TENSOR_BOOL || t == TENSOR_DOUBLE;
+	       t == TENSOR_INT64 || t == TENSOR_BOOL || t == TENSOR_DOUBLE || t == TENSOR_FLOAT16 ||
+	       t == TENSOR_BFLOAT16;
 }
 
 /* Copies n little-endian elements of size esz into dst (host order). */
@@ -225,6 +226,8 @@ struct tensor *onnx_proto_tensor(const Onnx__TensorProto *tp, const char *what, 
 			int32_t v = tp->int32_data[i];
 			if (dt == TENSOR_INT32)
 				((int32_t *)t->data)[i] = v;
+			else if (dt == TENSOR_FLOAT16 || dt == TENSOR_BFLOAT16)
+				((uint16_t *)t->data)[i] = (uint16_t)v; /* the bit pattern */
 			else if (dt == TENSOR_INT8)
 				((int8_t *)t->data)[i] = (int8_t)v;
 			else

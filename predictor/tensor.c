@@ -3,6 +3,7 @@
  */
 #include "tensor.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,6 +20,9 @@ size_t tensor_dtype_size(enum tensor_dtype t)
 	case TENSOR_INT8:
 	case TENSOR_BOOL:
 		return 1;
+	case TENSOR_FLOAT16:
+	case TENSOR_BFLOAT16:
+		return 2;
 	case TENSOR_UNDEFINED:
 		break;
 	}
@@ -42,10 +46,79 @@ const char *tensor_dtype_v2_name(enum tensor_dtype t)
 		return "INT8";
 	case TENSOR_BOOL:
 		return "BOOL";
+	case TENSOR_FLOAT16:
+		return "FP16";
+	case TENSOR_BFLOAT16:
+		return "BF16";
 	case TENSOR_UNDEFINED:
 		break;
 	}
 	return NULL;
+}
+
+/*
+ * A 16-bit binary float with ebits exponent bits and mbits fraction bits
+ * (FLOAT16 5/10, BFLOAT16 8/7): decode, and encode rounding to nearest even.
+ * frexp and ldexp are exact, and nearbyint rounds ties to even in the default
+ * rounding mode, so the encoder rounds once from the double.
+ */
+static double small_unpack(uint16_t h, int ebits, int mbits)
+{
+	int bias = (1 << (ebits - 1)) - 1, emax = (1 << ebits) - 1;
+	int e = (h >> mbits) & emax, m = h & ((1 << mbits) - 1);
+	double v;
+	if (e == 0)
+		v = ldexp(m, 1 - bias - mbits);
+	else if (e == emax)
+		v = m ? NAN : INFINITY;
+	else
+		v = ldexp(m + (1 << mbits), e - bias - mbits);
+	return h & 0x8000 ? -v : v;
+}
+
+static uint16_t small_pack(double d, int ebits, int mbits)
+{
+	int bias = (1 << (ebits - 1)) - 1, emax = (1 << ebits) - 1;
+	uint16_t sign = signbit(d) ? 0x8000 : 0;
+	uint16_t inf = (uint16_t)(sign | (emax << mbits));
+	if (isnan(d))
+		return (uint16_t)(inf | (1 << (mbits - 1)));
+	double a = fabs(d);
+	if (isinf(a))
+		return inf;
+	if (a < ldexp(1.0, 1 - bias)) /* subnormal: units of the smallest one */
+		return (uint16_t)(sign | (uint16_t)nearbyint(ldexp(a, bias - 1 + mbits)));
+	int e;
+	double f = frexp(a, &e); /* a = f * 2^e, f in [0.5, 1) */
+	double m = nearbyint(ldexp(f, mbits + 1));
+	if (m >= ldexp(1.0, mbits + 1)) { /* rounded up to the next power of two */
+		m = ldexp(1.0, mbits);
+		e++;
+	}
+	int be = e - 1 + bias;
+	if (be >= emax)
+		return inf;
+	return (uint16_t)(sign | (be << mbits) | ((uint16_t)m - (1 << mbits)));
+}
+
+float tensor_f16_to_float(uint16_t h)
+{
+	return (float)small_unpack(h, 5, 10);
+}
+
+uint16_t tensor_f16_from_double(double d)
+{
+	return small_pack(d, 5, 10);
+}
+
+float tensor_bf16_to_float(uint16_t h)
+{
+	return (float)small_unpack(h, 8, 7);
+}
+
+uint16_t tensor_bf16_from_double(double d)
+{
+	return small_pack(d, 8, 7);
 }
 
 struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, const int64_t *dims)

@@ -21,7 +21,9 @@ enum tensor_dtype {
 	TENSOR_INT32 = 6,
 	TENSOR_INT64 = 7,
 	TENSOR_BOOL = 9,
+	TENSOR_FLOAT16 = 10, /* IEEE half; only Cast and CastLike compute on it */
 	TENSOR_DOUBLE = 11,
+	TENSOR_BFLOAT16 = 16, /* bfloat16; only Cast and CastLike compute on it */
 };
 
 struct tensor {
@@ -37,6 +39,18 @@ struct tensor {
 size_t tensor_dtype_size(enum tensor_dtype t);
 /* "FP32", "INT64", ... (KServe V2 datatype names); NULL if none. */
 const char *tensor_dtype_v2_name(enum tensor_dtype t);
+
+/*
+ * 16-bit floats, as stored in FLOAT16 / BFLOAT16 tensors (the bit pattern in a
+ * uint16_t). *_to_float is exact. *_from_double rounds to nearest, ties to
+ * even, in one step; values beyond the largest finite number become infinity
+ * with the sign kept, NaN stays NaN (a quiet NaN), and results below the
+ * smallest normal number become subnormals or signed zero. No failure cases.
+ */
+float tensor_f16_to_float(uint16_t h);
+uint16_t tensor_f16_from_double(double d);
+float tensor_bf16_to_float(uint16_t h);
+uint16_t tensor_bf16_from_double(double d);
 
 /*
  * Allocate a tensor of the given type and shape, data zeroed. name is copied

@@ -170,6 +170,24 @@ static int put_value(struct tensor *t, size_t k, const json_t *v, size_t idx, ch
 			break;
 		((uint8_t *)t->data)[k] = json_is_true(v) ? 1 : 0;
 		return 0;
+	case TENSOR_FLOAT16:
+	case TENSOR_BFLOAT16: {
+		/* FP16 / BF16 travel as JSON numbers, rounded to nearest even here. */
+		if (!json_is_number(v))
+			break;
+		double d = json_number_value(v);
+		uint16_t h = t->dtype == TENSOR_FLOAT16 ? tensor_f16_from_double(d)
+		                                        : tensor_bf16_from_double(d);
+		float back =
+		    t->dtype == TENSOR_FLOAT16 ? tensor_f16_to_float(h) : tensor_bf16_to_float(h);
+		if (!isfinite(d) || !isfinite(back)) {
+			log_errbuf(err, errlen, "inputs[%zu].data[%zu]: %g is out of %s range", idx,
+			           k, d, tensor_dtype_v2_name(t->dtype));
+			return -1;
+		}
+		((uint16_t *)t->data)[k] = h;
+		return 0;
+	}
 	case TENSOR_UNDEFINED:
 		log_errbuf(err, errlen, "inputs[%zu]: unsupported datatype", idx);
 		return -1;
@@ -1099,6 +1117,12 @@ static void jw_data(struct jw *w, const struct tensor *t)
 			break;
 		case TENSOR_BOOL:
 			jw_str(w, ((const uint8_t *)t->data)[i] ? "true" : "false");
+			break;
+		case TENSOR_FLOAT16: /* as its float value, exact */
+			jw_f32(w, tensor_f16_to_float(((const uint16_t *)t->data)[i]));
+			break;
+		case TENSOR_BFLOAT16:
+			jw_f32(w, tensor_bf16_to_float(((const uint16_t *)t->data)[i]));
 			break;
 		case TENSOR_UNDEFINED:
 			jw_put(w, "null", 4);

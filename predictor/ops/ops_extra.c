@@ -131,8 +131,8 @@ static int prepare_castlike(struct ops_node *n, const Onnx__NodeProto *np,
                             char *err, size_t errlen)
 {
 	static const enum tensor_dtype ok[] = {
-	    TENSOR_FLOAT, TENSOR_DOUBLE, TENSOR_INT64, TENSOR_INT32,
-	    TENSOR_INT8,  TENSOR_UINT8,  TENSOR_BOOL,  0};
+	    TENSOR_FLOAT, TENSOR_DOUBLE, TENSOR_INT64,   TENSOR_INT32,    TENSOR_INT8,
+	    TENSOR_UINT8, TENSOR_BOOL,   TENSOR_FLOAT16, TENSOR_BFLOAT16, 0};
 	if (ops_require_dtype(in_types[0], "input", ok, err, errlen) ||
 	    ops_require_dtype(in_types[1], "target_type", ok, err, errlen))
 		return -1;

@@ -457,10 +457,13 @@ static int run_gather(const struct ops_node *n, const struct tensor *const *in, 
 	return 0;
 }
 
-/* Cast between FLOAT, DOUBLE, INT64, INT32, INT8, UINT8 and BOOL. */
+/*
+ * Cast between FLOAT, DOUBLE, INT64, INT32, INT8, UINT8, BOOL, FLOAT16 and
+ * BFLOAT16 (the 16-bit floats round to nearest even from the double value).
+ */
 static const enum tensor_dtype cast_types[] = {
-    TENSOR_FLOAT, TENSOR_DOUBLE, TENSOR_INT64, TENSOR_INT32,
-    TENSOR_INT8,  TENSOR_UINT8,  TENSOR_BOOL,  0};
+    TENSOR_FLOAT, TENSOR_DOUBLE, TENSOR_INT64,   TENSOR_INT32,    TENSOR_INT8,
+    TENSOR_UINT8, TENSOR_BOOL,   TENSOR_FLOAT16, TENSOR_BFLOAT16, 0};
 
 static int prepare_cast(struct ops_node *n, const Onnx__NodeProto *np,
                         const enum tensor_dtype *in_types, enum tensor_dtype *out_types, char *err,
@@ -494,6 +497,10 @@ static double load_num(const struct tensor *x, size_t i)
 	case TENSOR_UINT8:
 	case TENSOR_BOOL:
 		return ((const uint8_t *)x->data)[i];
+	case TENSOR_FLOAT16:
+		return tensor_f16_to_float(((const uint16_t *)x->data)[i]);
+	case TENSOR_BFLOAT16:
+		return tensor_bf16_to_float(((const uint16_t *)x->data)[i]);
 	default:
 		return 0;
 	}
@@ -537,6 +544,12 @@ static void store_num(struct tensor *y, size_t i, const struct tensor *x)
 		case TENSOR_DOUBLE:
 			((double *)y->data)[i] = (double)v;
 			return;
+		case TENSOR_FLOAT16:
+			((uint16_t *)y->data)[i] = tensor_f16_from_double((double)v);
+			return;
+		case TENSOR_BFLOAT16:
+			((uint16_t *)y->data)[i] = tensor_bf16_from_double((double)v);
+			return;
 		default:
 			return;
 		}
@@ -563,6 +576,12 @@ static void store_num(struct tensor *y, size_t i, const struct tensor *x)
 		break;
 	case TENSOR_BOOL:
 		((uint8_t *)y->data)[i] = v != 0;
+		break;
+	case TENSOR_FLOAT16:
+		((uint16_t *)y->data)[i] = tensor_f16_from_double(v);
+		break;
+	case TENSOR_BFLOAT16:
+		((uint16_t *)y->data)[i] = tensor_bf16_from_double(v);
 		break;
 	default:
 		break;

@@ -718,10 +718,103 @@ static void test_cast(void **state)
 	expect_i(run_op(&c, "Cast", 1, in), 1, (int64_t[]){5},
 	         (int64_t[]){1, -1, 0, INT64_MAX - 1023, INT64_MIN});
 	case_init(&c);
-	attr_i(&c, "to", 10); /* FLOAT16 */
+	attr_i(&c, "to", 8); /* STRING */
 	in[0] = tf(1, (int64_t[]){1}, (float[]){1});
 	assert_null(run_op(&c, "Cast", 1, in));
+	assert_non_null(strstr(c.err, "STRING not supported"));
+}
+
+/* A FLOAT16 / BFLOAT16 tensor from bit patterns. */
+static struct tensor *th(enum tensor_dtype dt, size_t n, const uint16_t *bits)
+{
+	struct tensor *t = tensor_new(NULL, dt, 1, (int64_t[]){(int64_t)n});
+	assert_non_null(t);
+	memcpy(t->data, bits, n * sizeof(uint16_t));
+	return t;
+}
+
+static void expect_h(struct tensor *t, enum tensor_dtype dt, size_t n, const uint16_t *want)
+{
+	assert_non_null(t);
+	assert_int_equal(t->dtype, dt);
+	assert_int_equal(t->nelem, n);
+	for (size_t i = 0; i < n; i++)
+		if (((uint16_t *)t->data)[i] != want[i])
+			fail_msg("element %zu: got 0x%04x, want 0x%04x", i,
+			         ((uint16_t *)t->data)[i], want[i]);
+	tensor_free(t);
+}
+
+static void test_float16(void **state)
+{
+	/* FLOAT16: 1 sign, 5 exponent (bias 15), 10 fraction bits */
+	assert_int_equal(tensor_f16_from_double(1.0), 0x3c00);
+	assert_int_equal(tensor_f16_from_double(-2.0), 0xc000);
+	assert_int_equal(tensor_f16_from_double(-0.0), 0x8000);
+	assert_int_equal(tensor_f16_from_double(0.1), 0x2e66);
+	assert_int_equal(tensor_f16_from_double(65504.0), 0x7bff); /* largest finite */
+	assert_int_equal(tensor_f16_from_double(65519.0), 0x7bff);
+	assert_int_equal(tensor_f16_from_double(65520.0), 0x7c00); /* the tie rounds to inf */
+	assert_int_equal(tensor_f16_from_double(-1e10), 0xfc00);
+	assert_int_equal(tensor_f16_from_double(INFINITY), 0x7c00);
+	assert_int_equal(tensor_f16_from_double(NAN), 0x7e00);
+	/* ties to even: 1 + 2^-11 -> 1, 1 + 3 * 2^-11 -> 1 + 2^-9 */
+	assert_int_equal(tensor_f16_from_double(1.0 + ldexp(1, -11)), 0x3c00);
+	assert_int_equal(tensor_f16_from_double(1.0 + 3 * ldexp(1, -11)), 0x3c02);
+	/* subnormals, in units of 2^-24 */
+	assert_int_equal(tensor_f16_from_double(ldexp(1, -24)), 0x0001);
+	assert_int_equal(tensor_f16_from_double(ldexp(1, -25)), 0x0000);
+	assert_int_equal(tensor_f16_from_double(3 * ldexp(1, -25)), 0x0002);
+	assert_int_equal(tensor_f16_from_double(ldexp(1, -14) - ldexp(1, -25)), 0x0400);
+	assert_true(tensor_f16_to_float(0x3555) == 0.333251953125f);
+	assert_true(tensor_f16_to_float(0x0001) == ldexpf(1, -24));
+	assert_true(tensor_f16_to_float(0x7bff) == 65504.0f);
+	assert_true(isinf(tensor_f16_to_float(0xfc00)) && tensor_f16_to_float(0xfc00) < 0);
+	assert_true(isnan(tensor_f16_to_float(0xfe00)));
+	assert_true(signbit(tensor_f16_to_float(0x8000)));
+	/* BFLOAT16: the top half of a float32, rounded to nearest even */
+	assert_int_equal(tensor_bf16_from_double(1.0), 0x3f80);
+	assert_int_equal(tensor_bf16_from_double(-1.0), 0xbf80);
+	assert_int_equal(tensor_bf16_from_double(1.0 + ldexp(1, -8)), 0x3f80);
+	assert_int_equal(tensor_bf16_from_double(1.0 + 3 * ldexp(1, -8)), 0x3f82);
+	assert_int_equal(tensor_bf16_from_double(3.4028234663852886e38), 0x7f80); /* FLT_MAX */
+	assert_int_equal(tensor_bf16_from_double(NAN), 0x7fc0);
+	assert_true(tensor_bf16_to_float(0x4049) == 3.140625f);
+	assert_true(isinf(tensor_bf16_to_float(0x7f80)));
+
+	/* Cast FLOAT -> FLOAT16 -> FLOAT, INT64 -> BFLOAT16, FLOAT16 -> INT64 */
+	struct case_ c;
+	case_init(&c);
+	attr_i(&c, "to", TENSOR_FLOAT16);
+	struct tensor *in[2] = {tf(1, (int64_t[]){4}, (float[]){1, 0.1f, 70000, -0.0f})};
+	expect_h(run_op(&c, "Cast", 1, in), TENSOR_FLOAT16, 4,
+	         (uint16_t[]){0x3c00, 0x2e66, 0x7c00, 0x8000});
+	case_init(&c);
+	attr_i(&c, "to", TENSOR_FLOAT);
+	in[0] = th(TENSOR_FLOAT16, 3, (uint16_t[]){0x4500, 0xc000, 0x0001});
+	expect_f(run_op(&c, "Cast", 1, in), 1, (int64_t[]){3}, (float[]){5, -2, ldexpf(1, -24)});
+	case_init(&c);
+	attr_i(&c, "to", TENSOR_BFLOAT16);
+	in[0] = ti(1, (int64_t[]){2}, (int64_t[]){257, -3}); /* 257 = 256 + half a step */
+	expect_h(run_op(&c, "Cast", 1, in), TENSOR_BFLOAT16, 2, (uint16_t[]){0x4380, 0xc040});
+	case_init(&c);
+	attr_i(&c, "to", TENSOR_INT64);
+	in[0] = th(TENSOR_BFLOAT16, 2, (uint16_t[]){0x4049, 0xc2f7}); /* 3.140625, -123.5 */
+	expect_i(run_op(&c, "Cast", 1, in), 1, (int64_t[]){2}, (int64_t[]){3, -123});
+	/* CastLike takes the target from its second input */
+	case_init(&c);
+	in[0] = tf(1, (int64_t[]){2}, (float[]){3.140625f, 2.0f});
+	in[1] = th(TENSOR_BFLOAT16, 1, (uint16_t[]){0});
+	expect_h(run_op(&c, "CastLike", 2, in), TENSOR_BFLOAT16, 2, (uint16_t[]){0x4049, 0x4000});
+	/* other kernels keep refusing 16-bit floats */
+	case_init(&c);
+	in[0] = th(TENSOR_FLOAT16, 1, (uint16_t[]){0x3c00});
+	assert_null(run_op(&c, "Relu", 1, in));
 	assert_non_null(strstr(c.err, "FLOAT16 not supported"));
+	in[0] = th(TENSOR_BFLOAT16, 1, (uint16_t[]){0x3f80});
+	in[1] = th(TENSOR_BFLOAT16, 1, (uint16_t[]){0x3f80});
+	assert_null(run_op(&c, "Add", 2, in));
+	assert_non_null(strstr(c.err, "BFLOAT16 not supported"));
 }
 
 static void test_reduce(void **state)
@@ -868,6 +961,7 @@ int main(void)
 	    cmocka_unit_test(test_argmax),
 	    cmocka_unit_test(test_shape_ops),
 	    cmocka_unit_test(test_cast),
+	    cmocka_unit_test(test_float16),
 	    cmocka_unit_test(test_reduce),
 	    cmocka_unit_test(test_slice_pad_tile),
 	    cmocka_unit_test(test_logic_where_topk),
