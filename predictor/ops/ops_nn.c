@@ -470,8 +470,11 @@ static int run_pool(const struct ops_node *n, const struct tensor *const *in, st
 			tensor_free(f);
 			return -1;
 		}
-		for (size_t i = 0; i < f->nelem; i++)
-			((uint8_t *)(*out)->data)[i] = (uint8_t)((const float *)f->data)[i];
+		/* A window that lies wholly in the padding has no maximum: 0. */
+		for (size_t i = 0; i < f->nelem; i++) {
+			float v = ((const float *)f->data)[i];
+			((uint8_t *)(*out)->data)[i] = v >= 0.0f ? (uint8_t)v : 0;
+		}
 		tensor_free(f);
 	}
 	return 0;

@@ -552,6 +552,19 @@ static void test_pool(void **state)
 	assert_int_equal(run_op_n(&c, "MaxPool", 1, in, 2, mo), 0);
 	expect_f(mo[0], 4, (int64_t[]){1, 1, 1, 2}, (float[]){9, 255});
 	expect_i(mo[1], 4, (int64_t[]){1, 1, 1, 2}, (int64_t[]){2, 7});
+	/* a window wholly in the padding: -inf in float, 0 in uint8 */
+	case_init(&c);
+	attr_ints(&c, "kernel_shape", 2, (int64_t[]){1, 1});
+	attr_ints(&c, "pads", 4, (int64_t[]){1, 0, 0, 0});
+	in[0] = tn(TENSOR_UINT8, 4, (int64_t[]){1, 1, 1, 1}, (int64_t[]){7});
+	expect_n(run_op(&c, "MaxPool", 1, in), TENSOR_UINT8, 2, (int64_t[]){0, 7});
+	in[0] = tf(4, (int64_t[]){1, 1, 1, 1}, (float[]){7});
+	struct tensor *pf = run_op(&c, "MaxPool", 1, in);
+	assert_non_null(pf);
+	assert_int_equal(pf->nelem, 2);
+	assert_true(isinf(((float *)pf->data)[0]) && ((float *)pf->data)[0] < 0);
+	assert_true(((float *)pf->data)[1] == 7.0f);
+	tensor_free(pf);
 	/* AveragePool stays float only */
 	case_init(&c);
 	attr_ints(&c, "kernel_shape", 2, k2);
