@@ -434,21 +434,17 @@ static int run_pool(const struct ops_node *n, const struct tensor *const *in, st
 								if (i2 < 0 || i2 >= w.in[2])
 									continue;
 								float v = xr[i2];
-								if (!is_max)
-									acc += v;
-								else if (v > acc) {
-									acc = v;
-									if (ind)
+								if (is_max) {
+									if (ind &&
+									    (v > acc || cnt == 0))
 										arg = window_index(
 										    &w,
 										    p->storage_order,
 										    x->ndim - 2, i0,
 										    i1, i2);
-								} else if (ind && cnt == 0)
-									arg = window_index(
-									    &w, p->storage_order,
-									    x->ndim - 2, i0, i1,
-									    i2);
+									acc = v > acc ? v : acc;
+								} else
+									acc += v;
 								cnt++;
 							}
 						}
