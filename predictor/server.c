@@ -4,12 +4,15 @@
  * Routing is a short table of path shapes; every answer goes through
  * reply(), which also counts it in the worker's metrics shard. Bodies are
  * rendered straight into the request's own output evbuffer, so a response is
- * never copied between buffers before it reaches the socket.
+ * never copied between buffers before it reaches the socket. A guard on each
+ * connection's input answers a Content-Length over --max-body with a JSON 413
+ * before evhttp sees that head (see "the body-size guard").
  */
 #include "server.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -33,7 +36,11 @@
 #define SERVER_MAX_PATH    1024
 #define SERVER_MAX_SEGS    8
 #define SERVER_BACKLOG     1024
-#define SERVER_DRAIN_MS    300 /* on stop: time for replies in flight to be written */
+#define SERVER_DRAIN_MS    300  /* on stop: time for replies in flight to be written */
+#define GUARD_LINGER_MS    2000 /* after a guard's 413: how long to wait for the client's EOF */
+#define GUARD_SWEEP_MS     1000 /* how often guards of freed connections are let go */
+
+struct guard;
 
 struct worker {
 	struct server *srv;
@@ -45,6 +52,8 @@ struct worker {
 	struct tensor **outs;              /* scratch, n_outputs, empty between requests */
 	struct evhttp_connection **conns;  /* set of admitted connections, conn_cap slots */
 	size_t conn_cap, n_conns, max_conns;
+	struct guard *guards; /* every guarded connection */
+	struct event *sweep;  /* lets go of guards whose connection evhttp freed */
 	pthread_t tid;
 	int started;
 };
@@ -201,7 +210,8 @@ static void do_infer(struct worker *w, struct evhttp_request *req)
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(in);
 	if (len > s->cfg.max_body) {
-		reply_error(w, req, 413, "request body: %zu bytes, over the limit of %zu", len,
+		reply_error(w, req, 413,
+		            "request body: %zu bytes is over the limit of %zu (--max-body)", len,
 		            s->cfg.max_body);
 		return;
 	}
@@ -511,6 +521,306 @@ static void on_request(struct evhttp_request *req, void *arg)
 	dispatch(w, req, kind);
 }
 
+/* ---- the body-size guard -------------------------------------------------
+ *
+ * libevent 2.1 answers a Content-Length over evhttp's limit itself, with an
+ * HTML page. Each connection's input buffer is watched instead: the guard
+ * reads every request head as it arrives (and only counts body bytes), and
+ * when a head ends with a Content-Length over --max-body, it takes the
+ * connection away from evhttp before evhttp sees that head end: it drops the
+ * input, writes a JSON 413 with Connection: close, shuts down its writing
+ * side once that is flushed and keeps dropping input until the client's EOF
+ * (or GUARD_LINGER_MS), so no RST destroys the answer. Then evhttp's own
+ * callbacks are put back and told of the EOF, and evhttp frees the
+ * connection. The guard keeps a reference on the bufferevent; a sweep lets
+ * go of guards whose connection evhttp freed (its callbacks are cleared).
+ *
+ * The guard steps aside (evhttp's own behaviour stays) for a chunked body,
+ * a head it cannot read (duplicate or unparsable Content-Length), and an
+ * oversized head pipelined behind a request evhttp has not finished.
+ */
+
+enum guard_state {
+	G_HEAD,   /* reading a request head */
+	G_BODY,   /* counting body bytes */
+	G_OFF,    /* stepped aside for good */
+	G_REJECT, /* took the connection over to answer 413 */
+};
+
+struct guard {
+	struct bufferevent *bev; /* our reference */
+	struct worker *w;
+	enum guard_state state;
+	uint64_t added, deleted; /* input bytes ever added, drained */
+	uint64_t head_pos;       /* stream offset where the current head starts */
+	uint64_t clen;           /* its Content-Length */
+	uint64_t body_left;
+	int n_clen, chunked, bad, seen_line;
+	size_t line_len;
+	char line[48]; /* the first bytes of the current head line, lowercased */
+	/* evhttp's callbacks, while the guard holds the connection */
+	bufferevent_data_cb ev_read, ev_write;
+	bufferevent_event_cb ev_event;
+	void *ev_arg;
+	int eof, flushed;
+	struct guard *prev, *next;
+};
+
+static void guard_head_reset(struct guard *g, uint64_t pos)
+{
+	g->state = G_HEAD;
+	g->head_pos = pos;
+	g->clen = g->body_left = 0;
+	g->n_clen = g->chunked = g->bad = g->seen_line = 0;
+	g->line_len = 0;
+}
+
+/* One header line ended: note Content-Length and Transfer-Encoding. */
+static void guard_line(struct guard *g)
+{
+	if (!g->seen_line) {
+		g->seen_line = 1; /* the request line */
+		return;
+	}
+	size_t n = g->line_len < sizeof(g->line) ? g->line_len : sizeof(g->line);
+	if (n >= 18 && memcmp(g->line, "transfer-encoding:", 18) == 0) {
+		g->chunked = 1;
+		return;
+	}
+	if (n < 15 || memcmp(g->line, "content-length:", 15) != 0)
+		return;
+	g->n_clen++;
+	size_t i = 15, digits = 0;
+	uint64_t v = 0;
+	while (i < n && (g->line[i] == ' ' || g->line[i] == '\t'))
+		i++;
+	for (; i < n && g->line[i] >= '0' && g->line[i] <= '9'; i++, digits++)
+		v = v * 10 + (uint64_t)(g->line[i] - '0');
+	while (i < n && (g->line[i] == ' ' || g->line[i] == '\t'))
+		i++;
+	if (digits == 0 || digits > 18 || i != n || g->line_len > sizeof(g->line))
+		g->bad = 1;
+	g->clen = v;
+}
+
+static void guard_read(struct bufferevent *bev, void *arg);
+static void guard_write(struct bufferevent *bev, void *arg);
+static void guard_event(struct bufferevent *bev, short what, void *arg);
+
+/* Answer 413 in evhttp's place; the caller checked that evhttp is between requests. */
+static void guard_reject(struct guard *g)
+{
+	struct server *s = g->w->srv;
+	char msg[160];
+	snprintf(msg, sizeof(msg), "request body: %llu bytes is over the limit of %zu (--max-body)",
+	         (unsigned long long)g->clen, s->cfg.max_body);
+	struct evbuffer *body = evbuffer_new();
+	struct evbuffer *out = bufferevent_get_output(g->bev);
+	if (!body || v2_error_render(body, msg) < 0 ||
+	    evbuffer_add_printf(out,
+	                        "HTTP/1.1 413 Payload Too Large\r\n"
+	                        "Content-Type: application/json\r\n"
+	                        "Content-Length: %zu\r\n"
+	                        "Connection: close\r\n\r\n",
+	                        evbuffer_get_length(body)) < 0 ||
+	    evbuffer_add_buffer(out, body) < 0) {
+		evbuffer_drain(out, evbuffer_get_length(out));
+		g->state = G_OFF; /* out of memory: evhttp answers */
+		if (body)
+			evbuffer_free(body);
+		return;
+	}
+	evbuffer_free(body);
+	bufferevent_getcb(g->bev, &g->ev_read, &g->ev_write, &g->ev_event, &g->ev_arg);
+	bufferevent_setcb(g->bev, guard_read, guard_write, guard_event, g);
+	bufferevent_enable(g->bev, EV_READ | EV_WRITE);
+	g->state = G_REJECT;
+	pmetrics_request(s->metrics, g->w->index, 413);
+	log_debug("413: %s", msg);
+}
+
+/* A head ended at stream offset pos: follow its body, or answer 413. */
+static void guard_head_end(struct guard *g, uint64_t pos)
+{
+	if (g->chunked || g->bad || g->n_clen > 1) {
+		g->state = G_OFF; /* evhttp and framing_ok judge these */
+		return;
+	}
+	if (g->clen > g->w->srv->cfg.max_body) {
+		bufferevent_data_cb r = NULL, wr = NULL;
+		bufferevent_event_cb e = NULL;
+		void *arg = NULL;
+		bufferevent_getcb(g->bev, &r, &wr, &e, &arg);
+		/* Only when evhttp is reading this very head, nothing of its own pending. */
+		if (g->deleted < g->head_pos || !r || !e ||
+		    evbuffer_get_length(bufferevent_get_output(g->bev)) > 0)
+			g->state = G_OFF;
+		else
+			guard_reject(g);
+		return;
+	}
+	guard_head_reset(g, pos);
+	if (g->clen > 0) {
+		g->body_left = g->clen;
+		g->state = G_BODY;
+	}
+}
+
+/* Follow n new input bytes starting at stream offset pos. */
+static void guard_scan(struct guard *g, const unsigned char *p, size_t n, uint64_t pos)
+{
+	size_t i = 0;
+	while (i < n && g->state < G_OFF) {
+		if (g->state == G_BODY) {
+			uint64_t k = n - i < g->body_left ? n - i : g->body_left;
+			i += (size_t)k;
+			g->body_left -= k;
+			if (g->body_left == 0)
+				guard_head_reset(g, pos + i);
+			continue;
+		}
+		unsigned char b = p[i++];
+		if (b == '\n') {
+			if (g->line_len > 0)
+				guard_line(g);
+			else if (g->seen_line)
+				guard_head_end(g, pos + i);
+			else
+				g->head_pos = pos + i; /* an empty line before the request */
+			g->line_len = 0;
+		} else if (b != '\r') {
+			if (g->line_len < sizeof(g->line))
+				g->line[g->line_len] = (char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
+			g->line_len++;
+		}
+	}
+}
+
+static void guard_on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	struct guard *g = arg;
+	uint64_t pos = g->added;
+	g->added += info->n_added;
+	g->deleted += info->n_deleted;
+	if (info->n_added == 0 || g->state >= G_OFF)
+		return;
+	if (g->state == G_BODY && g->body_left > info->n_added) {
+		g->body_left -= info->n_added; /* the hot path: body bytes are only counted */
+		return;
+	}
+	size_t len = evbuffer_get_length(buf);
+	struct evbuffer_ptr at;
+	if (info->n_added > len ||
+	    evbuffer_ptr_set(buf, &at, len - info->n_added, EVBUFFER_PTR_SET) < 0) {
+		g->state = G_OFF;
+		return;
+	}
+	struct evbuffer_iovec vec[8];
+	int nv = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &at, vec, 8);
+	if (nv > 8) { /* too scattered to follow cheaply: step aside */
+		g->state = G_OFF;
+		return;
+	}
+	for (int i = 0; i < nv; i++) {
+		guard_scan(g, vec[i].iov_base, vec[i].iov_len, pos);
+		pos += vec[i].iov_len;
+	}
+}
+
+/* Give the connection back to evhttp with the event that ends it; evhttp frees it. */
+static void guard_hand_back(struct guard *g, short what)
+{
+	g->state = G_OFF;
+	bufferevent_setcb(g->bev, g->ev_read, g->ev_write, g->ev_event, g->ev_arg);
+	g->ev_event(g->bev, what, g->ev_arg);
+}
+
+static void guard_read(struct bufferevent *bev, void *arg)
+{
+	struct evbuffer *in = bufferevent_get_input(bev);
+	evbuffer_drain(in, evbuffer_get_length(in));
+}
+
+static void guard_write(struct bufferevent *bev, void *arg)
+{
+	struct guard *g = arg;
+	if (g->flushed || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+		return;
+	g->flushed = 1;
+	evutil_socket_t fd = bufferevent_getfd(bev);
+	if (fd >= 0)
+		shutdown(fd, SHUT_WR);
+	bufferevent_disable(bev, EV_WRITE);
+	if (g->eof) {
+		guard_hand_back(g, BEV_EVENT_READING | BEV_EVENT_EOF);
+		return;
+	}
+	struct timeval linger = {GUARD_LINGER_MS / 1000, (GUARD_LINGER_MS % 1000) * 1000};
+	bufferevent_set_timeouts(bev, &linger, NULL);
+	bufferevent_enable(bev, EV_READ);
+}
+
+static void guard_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct guard *g = arg;
+	/* The client finished sending before the answer was written: write it first. */
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !g->flushed) {
+		g->eof = 1;
+		return;
+	}
+	guard_hand_back(g, what);
+}
+
+static void guard_release(struct worker *w, struct guard *g)
+{
+	if (g->prev)
+		g->prev->next = g->next;
+	else
+		w->guards = g->next;
+	if (g->next)
+		g->next->prev = g->prev;
+	evbuffer_remove_cb(bufferevent_get_input(g->bev), guard_on_input, g);
+	bufferevent_decref(g->bev); /* evhttp's free already ran: this finalizes it */
+	free(g);
+}
+
+static void guard_sweep(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	for (struct guard *g = w->guards, *next; g; g = next) {
+		next = g->next;
+		bufferevent_data_cb r = NULL, wr = NULL;
+		bufferevent_event_cb e = NULL;
+		void *cbarg = NULL;
+		bufferevent_getcb(g->bev, &r, &wr, &e, &cbarg);
+		if (!r && !wr && !e) /* evhttp frees a connection with its callbacks cleared */
+			guard_release(w, g);
+	}
+}
+
+/* evhttp's bufferevent factory: every connection gets a guard. */
+static struct bufferevent *guard_bevcb(struct event_base *base, void *arg)
+{
+	struct worker *w = arg;
+	/* Without BEV_OPT_CLOSE_ON_FREE, as evhttp's own: evhttp closes the socket itself. */
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+	if (!bev)
+		return NULL;
+	struct guard *g = calloc(1, sizeof(*g));
+	if (!g || !evbuffer_add_cb(bufferevent_get_input(bev), guard_on_input, g)) {
+		free(g);
+		return bev; /* unguarded, but served */
+	}
+	g->bev = bev;
+	g->w = w;
+	bufferevent_incref(bev);
+	g->next = w->guards;
+	if (w->guards)
+		w->guards->prev = g;
+	w->guards = g;
+	return bev;
+}
+
 /* ---- sockets, threads, lifecycle ---------------------------------------- */
 
 static int listen_socket(const struct sockaddr *sa, socklen_t salen, int reuseport, char *err,
@@ -603,6 +913,13 @@ static int worker_init(struct server *s, struct worker *w, char *err, size_t err
 	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
 	                                        EVHTTP_REQ_TRACE);
 	evhttp_set_gencb(w->http, on_request, w);
+	evhttp_set_bevcb(w->http, guard_bevcb, w);
+	struct timeval sweep = {GUARD_SWEEP_MS / 1000, (GUARD_SWEEP_MS % 1000) * 1000};
+	if (!(w->sweep = event_new(w->base, -1, EV_PERSIST, guard_sweep, w)) ||
+	    event_add(w->sweep, &sweep) < 0) {
+		snprintf(err, errlen, "worker %zu: out of memory", w->index);
+		return -1;
+	}
 	if (!(w->bound = evhttp_accept_socket_with_handle(w->http, w->fd))) {
 		snprintf(err, errlen, "worker %zu: cannot accept on its socket", w->index);
 		return -1;
@@ -774,6 +1091,10 @@ void server_free(struct server *s)
 		struct worker *w = &s->workers[i];
 		if (w->http)
 			evhttp_free(w->http);
+		if (w->sweep)
+			event_free(w->sweep);
+		while (w->guards) /* evhttp_free freed every connection */
+			guard_release(w, w->guards);
 		if (w->base)
 			event_base_free(w->base);
 		if (w->fd >= 0)
