@@ -13,7 +13,7 @@ BUILD="build-essential cmake pkg-config git
   libprotobuf-c-dev protobuf-c-compiler libonnx-dev libcmocka-dev clang-format"
 TEST="python3 python3-yaml curl openssl procps libonnx-testdata prometheus
   clang libfuzzer-14-dev groff-base man-db chromium systemd"
-BENCH="wrk nginx-light libnginx-mod-http-echo haproxy python3-flask python3-torch"
+BENCH="wrk nginx-light libnginx-mod-http-echo haproxy python3-flask python3-torch python3-onnx"
 TRAIN="python3-torch python3-onnx python3-sklearn python3-numpy"
 
 want="$BUILD $TEST"
