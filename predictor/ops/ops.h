@@ -124,6 +124,12 @@ int ops_attr_int(const Onnx__NodeProto *np, const char *name, int64_t def, int64
                  size_t errlen);
 int ops_attr_float(const Onnx__NodeProto *np, const char *name, float def, float *out, char *err,
                    size_t errlen);
+/*
+ * Advance a row-major index idx over dims (ndim of them), like an odometer:
+ * returns 1, or 0 when it wrapped around to all zeros.
+ */
+int ops_index_next(int64_t *idx, const int64_t *dims, int ndim);
+
 int ops_attr_string(const Onnx__NodeProto *np, const char *name, const char *def, char *out,
                     size_t outlen, char *err, size_t errlen);
 int ops_attr_ints(const Onnx__NodeProto *np, const char *name, int64_t *out, int max, int *n,

@@ -292,3 +292,13 @@ void ops_bcast_run(const struct ops_bcast *b, const struct tensor *const *t, str
 		}
 	}
 }
+
+int ops_index_next(int64_t *idx, const int64_t *dims, int ndim)
+{
+	for (int d = ndim - 1; d >= 0; d--) {
+		if (++idx[d] < dims[d])
+			return 1;
+		idx[d] = 0;
+	}
+	return 0;
+}

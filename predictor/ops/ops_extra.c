@@ -54,17 +54,6 @@ static void strides_of(const struct tensor *t, size_t *st)
 	}
 }
 
-/* Advances a row-major index over dims; returns 0 when it wraps around. */
-static int next_index(int64_t *idx, const int64_t *dims, int ndim)
-{
-	for (int d = ndim - 1; d >= 0; d--) {
-		if (++idx[d] < dims[d])
-			return 1;
-		idx[d] = 0;
-	}
-	return 0;
-}
-
 /* ---- Pow (base float/double/int64/int32, exponent of any numeric type) ---- */
 
 static int prepare_pow(struct ops_node *n, const Onnx__NodeProto *np,
@@ -753,7 +742,7 @@ static int run_scatter_elements(const struct ops_node *n, const struct tensor *c
 	size_t xs[TENSOR_MAX_DIMS];
 	strides_of(x, xs);
 	int64_t idx[TENSOR_MAX_DIMS] = {0}, len = x->dims[axis];
-	for (size_t e = 0; e < ix->nelem; e++, next_index(idx, ix->dims, ix->ndim)) {
+	for (size_t e = 0; e < ix->nelem; e++, ops_index_next(idx, ix->dims, ix->ndim)) {
 		int64_t v = ops_get_int(ix, e);
 		if (v < -len || v >= len) {
 			snprintf(err, errlen, "index %lld out of range", (long long)v);
@@ -896,7 +885,7 @@ static int run_revseq(const struct ops_node *n, const struct tensor *const *in, 
 	size_t esz = tensor_dtype_size(x->dtype), xs[TENSOR_MAX_DIMS];
 	strides_of(x, xs);
 	int64_t idx[TENSOR_MAX_DIMS] = {0};
-	for (size_t e = 0; e < x->nelem; e++, next_index(idx, x->dims, x->ndim)) {
+	for (size_t e = 0; e < x->nelem; e++, ops_index_next(idx, x->dims, x->ndim)) {
 		int64_t len = ops_get_int(in[1], (size_t)idx[ba]), t = idx[ta];
 		if (len < 0 || len > x->dims[ta]) {
 			snprintf(err, errlen, "sequence length %lld out of range", (long long)len);

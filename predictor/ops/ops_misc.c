@@ -239,11 +239,7 @@ static int run_gather_elements(const struct ops_node *n, const struct tensor *co
 		for (int d = 0; d < x->ndim; d++)
 			off += (size_t)(d == axis ? (v < 0 ? v + len : v) : idx[d]) * xs[d];
 		memcpy((char *)(*out)->data + o * esz, (const char *)x->data + off * esz, esz);
-		for (int d = x->ndim - 1; d >= 0; d--) {
-			if (++idx[d] < ix->dims[d])
-				break;
-			idx[d] = 0;
-		}
+		ops_index_next(idx, ix->dims, x->ndim);
 	}
 	return 0;
 }

@@ -191,11 +191,7 @@ static int run_slice(const struct ops_node *n, const struct tensor *const *in, s
 		for (int d = 0; d < x->ndim; d++)
 			off += (size_t)(st[d] + idx[d] * step[d]) * xs[d];
 		memcpy(y + o * esz, (const char *)x->data + off * esz, esz);
-		for (int d = x->ndim - 1; d >= 0; d--) {
-			if (++idx[d] < od[d])
-				break;
-			idx[d] = 0;
-		}
+		ops_index_next(idx, od, x->ndim);
 	}
 	return 0;
 }
@@ -344,11 +340,7 @@ static int run_tile(const struct ops_node *n, const struct tensor *const *in, st
 		for (int d = 0; d < x->ndim; d++)
 			off += (size_t)(idx[d] % x->dims[d]) * xs[d];
 		memcpy((char *)(*out)->data + o * esz, (const char *)x->data + off * esz, esz);
-		for (int d = x->ndim - 1; d >= 0; d--) {
-			if (++idx[d] < od[d])
-				break;
-			idx[d] = 0;
-		}
+		ops_index_next(idx, od, x->ndim);
 	}
 	return 0;
 }
@@ -475,11 +467,7 @@ static int run_pad(const struct ops_node *n, const struct tensor *const *in, str
 		}
 		memcpy((char *)(*out)->data + o * esz,
 		       inside ? (const char *)x->data + off * esz : cval, esz);
-		for (int d = x->ndim - 1; d >= 0; d--) {
-			if (++idx[d] < od[d])
-				break;
-			idx[d] = 0;
-		}
+		ops_index_next(idx, od, x->ndim);
 	}
 	return 0;
 }
