@@ -227,7 +227,8 @@ static void teardown(struct main_ctx *m)
 		event_base_free(m->base);
 }
 
-static int check_config(const char *path)
+/* Load the config at path, or print every error (one per line) and return NULL. */
+static struct config *load_or_report(const char *path)
 {
 	char err[CONFIG_ERR_MAX];
 	struct config *cfg = config_load(path, err, sizeof(err));
@@ -235,6 +236,14 @@ static int check_config(const char *path)
 		fprintf(stderr, "%s", err);
 		if (err[0] && err[strlen(err) - 1] != '\n')
 			fputc('\n', stderr);
+	}
+	return cfg;
+}
+
+static int check_config(const char *path)
+{
+	struct config *cfg = load_or_report(path);
+	if (cfg == NULL) {
 		fprintf(stderr, "turnout: configuration file %s test failed\n", path);
 		return 1;
 	}
@@ -245,14 +254,9 @@ static int check_config(const char *path)
 
 static int run(const char *path)
 {
-	char err[CONFIG_ERR_MAX];
-	struct config *cfg = config_load(path, err, sizeof(err));
-	if (cfg == NULL) {
-		fprintf(stderr, "%s", err);
-		if (err[0] && err[strlen(err) - 1] != '\n')
-			fputc('\n', stderr);
+	struct config *cfg = load_or_report(path);
+	if (cfg == NULL)
 		return 1;
-	}
 	enum log_level lvl;
 	if (cfg->log_level && log_parse_level(cfg->log_level, &lvl) == 0)
 		log_set_level(lvl);
