@@ -66,9 +66,11 @@ pids="$pids $!"
 listen=$(sed -n 's/^listen:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$conf")
 admin_http=$(sed -n 's/^[[:space:]]*http:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$conf" | head -n 1)
 admin_sock=$(sed -n 's/^[[:space:]]*socket:[[:space:]]*\([^[:space:]#]*\).*/\1/p' "$conf" | head -n 1)
-# The banner only once the router answers on its client endpoint (any HTTP answer), 15 s at most.
+# The banner only once the router answers, 15 s at most: on the admin HTTP /status when the
+# config has one (a probe on the client endpoint would be proxied and counted as traffic).
+if [ -n "$admin_http" ]; then probe="http://$admin_http/status"; else probe="http://$listen/"; fi
 i=0
-while ! curl -gs -o /dev/null "http://$listen/" 2>/dev/null; do
+while ! curl -gs -o /dev/null "$probe" 2>/dev/null; do
 	i=$((i + 1))
 	if [ $i -gt 150 ]; then
 		echo "run.sh: the router did not start listening on $listen" >&2
