@@ -29,10 +29,12 @@ stop_all() {
 	trap - INT TERM EXIT
 	echo
 	echo "stopping:$pids"
+	# A Ctrl-C reaches the whole process group, so some may be gone already: under set -e a
+	# failing kill or wait must not turn a clean stop into exit 1.
 	# shellcheck disable=SC2086
-	[ -n "$pids" ] && kill -TERM $pids 2>/dev/null
+	[ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
 	# shellcheck disable=SC2086
-	[ -n "$pids" ] && wait $pids 2>/dev/null
+	[ -z "$pids" ] || wait $pids 2>/dev/null || true
 	exit 0
 }
 trap stop_all INT TERM EXIT
