@@ -1046,6 +1046,7 @@ static int set_scalar(struct ctx *c, const struct key *k, char *base, yaml_node_
 
 static const char *const strategy_names[] = {"shadow", "canary", "bluegreen", NULL};
 static const char *const mode_names[] = {"exact", "numeric", "argmax", NULL};
+static const char *const upstream_client_names[] = {"builtin", "libcurl", NULL};
 static const char *const level_names[] = {"debug", "info", "warn", "error", NULL};
 
 #define CFG(f)  offsetof(struct config, f)
@@ -1192,6 +1193,8 @@ static const struct key root_keys[] = {
 	 .flags = KEY_NULLABLE},
 	{.name = "upstream_tls", .type = KT_SECTION, .off = CFG(upstream_tls),
 	 .sub = upstream_tls_keys, .flags = KEY_NULLABLE},
+	{.name = "upstream_client", .type = KT_ENUM, .off = CFG(upstream_client),
+	 .names = upstream_client_names, .def = "builtin"},
 	{.name = "access_log", .type = KT_ACCESS_LOG, .def = "off"},
 	{.name = "log_level", .type = KT_ENUM_STR, .off = CFG(log_level), .names = level_names,
 	 .def = "info"},

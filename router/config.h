@@ -36,6 +36,12 @@ enum config_sticky {
 	CONFIG_STICKY_IP,
 };
 
+/* The upstream HTTP client (upstream_client): router/h1client.c or libcurl for all. */
+enum config_upstream_client {
+	CONFIG_UPSTREAM_BUILTIN, /* default; https:// and host names still use libcurl */
+	CONFIG_UPSTREAM_LIBCURL,
+};
+
 enum config_compare_mode {
 	CONFIG_COMPARE_EXACT,
 	CONFIG_COMPARE_NUMERIC,
@@ -142,6 +148,7 @@ struct config {
 	struct config_health health;
 	struct config_tls tls;
 	struct config_upstream_tls upstream_tls;
+	enum config_upstream_client upstream_client; /* default builtin */
 
 	char *access_log; /* NULL = off, "stderr", or a path */
 	char *log_level;  /* "debug" | "info" | "warn" | "error", default "info" */

@@ -40,9 +40,9 @@
 
 #define PROXY_MAX_RESPONSE   (256u * 1024u * 1024u) /* upstream response body limit */
 #define PROXY_REQUEST_ID_MAX 128
-#define PROXY_URL_MAX        8192
-#define PROXY_URI_MAX        8000 /* resilience: a longer request target gets 414 */
-#define PROXY_MAX_HEADERS    100  /* resilience: more header fields get 431 */
+#define PROXY_HEAD_SCRATCH   (32 * 1024) /* per-thread upstream header block */
+#define PROXY_URI_MAX        8000        /* resilience: a longer request target gets 414 */
+#define PROXY_MAX_HEADERS    100         /* resilience: more header fields get 431 */
 
 enum proxy_state {
 	PROXY_STATE_NEW,
@@ -273,7 +273,7 @@ static void make_request_id(struct proxy_req *pr, const struct evkeyvalq *in)
 {
 	const char *v = evhttp_find_header(in, "X-Request-Id");
 	if (v && valid_request_id(v)) {
-		snprintf(pr->request_id, sizeof(pr->request_id), "%s", v);
+		memcpy(pr->request_id, v, strlen(v) + 1); /* valid: at most PROXY_REQUEST_ID_MAX */
 		return;
 	}
 	uint64_t a = ((uint64_t)route_random_bucket() << 48) ^
@@ -282,7 +282,12 @@ static void make_request_id(struct proxy_req *pr, const struct evkeyvalq *in)
 	uint64_t b = ((uint64_t)route_random_bucket() << 48) ^
 	             ((uint64_t)route_random_bucket() << 32) ^
 	             ((uint64_t)route_random_bucket() << 16) ^ now_us();
-	snprintf(pr->request_id, sizeof(pr->request_id), "%016" PRIx64 "%016" PRIx64, a, b);
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < 16; i++) {
+		pr->request_id[i] = hex[(a >> (60 - 4 * i)) & 15];
+		pr->request_id[16 + i] = hex[(b >> (60 - 4 * i)) & 15];
+	}
+	pr->request_id[32] = '\0';
 }
 
 static const char *peer_ip(struct evhttp_request *req)
@@ -324,26 +329,6 @@ static uint32_t request_bucket(const struct route_snapshot *s, struct evhttp_req
 	return route_bucket(cfg->salt ? cfg->salt : "", key, len);
 }
 
-static struct curl_slist *append(struct curl_slist *l, const char *k, const char *v, int *fail)
-{
-	size_t n = strlen(k) + strlen(v) + 3;
-	char *line = malloc(n);
-	if (line == NULL) {
-		*fail = 1;
-		return l;
-	}
-	/* "Name;" sends an empty header; "Name:" would delete it. */
-	if (*v)
-		snprintf(line, n, "%s: %s", k, v);
-	else
-		snprintf(line, n, "%s;", k);
-	struct curl_slist *r = curl_slist_append(l, line);
-	free(line);
-	if (r == NULL)
-		*fail = 1;
-	return r ? r : l;
-}
-
 static int skip_request_header(const char *k, const char *conn)
 {
 	static const char *const own[] = {"Content-Length", "Host", "Expect", "X-Forwarded-For",
@@ -354,43 +339,78 @@ static int skip_request_header(const char *k, const char *conn)
 	return proxy_is_hop_by_hop(k, conn);
 }
 
+/* Appends to a bounded block; past cap only counts, so the caller learns the size it needs. */
+struct head_block {
+	char *p;
+	size_t len, cap;
+};
+
+static void put(struct head_block *b, const char *s, size_t n)
+{
+	if (b->len + n <= b->cap)
+		memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+static void put_header(struct head_block *b, const char *k, const char *v1, const char *sep,
+                       const char *v2)
+{
+	put(b, k, strlen(k));
+	put(b, ": ", 2);
+	put(b, v1, strlen(v1));
+	if (sep) {
+		put(b, sep, strlen(sep));
+		put(b, v2, strlen(v2));
+	}
+	put(b, "\r\n", 2);
+}
+
 /* The headers sent upstream: the client's minus hop-by-hop and framing, plus ours. */
-static struct curl_slist *upstream_headers(struct proxy_req *pr)
+static void write_upstream_headers(struct proxy_req *pr, struct head_block *b)
 {
 	struct evhttp_request *req = pr->req;
 	const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
 	const char *conn = evhttp_find_header(in, "Connection");
-	struct curl_slist *l = NULL;
-	int fail = 0;
+	const char *xff = NULL, *host = NULL;
 	const struct evkeyval *h;
 	TAILQ_FOREACH(h, in, next)
 	{
+		if (xff == NULL && strcasecmp(h->key, "X-Forwarded-For") == 0)
+			xff = h->value;
+		else if (host == NULL && strcasecmp(h->key, "Host") == 0)
+			host = h->value;
 		if (!skip_request_header(h->key, conn))
-			l = append(l, h->key, h->value, &fail);
+			put_header(b, h->key, h->value, NULL, NULL);
 	}
-	const char *xff = evhttp_find_header(in, "X-Forwarded-For");
 	const char *ip = peer_ip(req);
-	if (xff && *xff) {
-		size_t n = strlen(xff) + strlen(ip) + 3;
-		char *buf = malloc(n);
-		if (buf != NULL) {
-			snprintf(buf, n, "%s, %s", xff, ip);
-			l = append(l, "X-Forwarded-For", buf, &fail);
-		}
-		fail |= buf == NULL;
-		free(buf);
-	} else {
-		l = append(l, "X-Forwarded-For", ip, &fail);
-	}
-	l = append(l, "X-Request-Id", pr->request_id, &fail);
-	const char *host = evhttp_find_header(in, "Host");
+	if (xff && *xff)
+		put_header(b, "X-Forwarded-For", xff, ", ", ip);
+	else
+		put_header(b, "X-Forwarded-For", ip, NULL, NULL);
+	put_header(b, "X-Request-Id", pr->request_id, NULL, NULL);
 	if (host && *host)
-		l = append(l, "X-Forwarded-Host", host, &fail);
-	if (fail) {
-		curl_slist_free_all(l);
-		return NULL;
-	}
-	return l;
+		put_header(b, "X-Forwarded-Host", host, NULL, NULL);
+}
+
+/*
+ * The upstream header block of pr in this thread's scratch buffer (valid until
+ * the next call on the thread), or in *heap when it does not fit (the caller
+ * frees *heap). NULL when out of memory.
+ */
+static struct head_block upstream_headers(struct proxy_req *pr, char **heap)
+{
+	static _Thread_local char scratch[PROXY_HEAD_SCRATCH];
+	struct head_block b = {.p = scratch, .cap = sizeof(scratch)};
+	*heap = NULL;
+	write_upstream_headers(pr, &b);
+	if (b.len <= b.cap)
+		return b;
+	size_t need = b.len;
+	*heap = malloc(need);
+	b = (struct head_block){.p = *heap, .cap = *heap ? need : 0};
+	if (*heap)
+		write_upstream_headers(pr, &b);
+	return b;
 }
 
 static void finish(struct proxy_req *pr)
@@ -419,18 +439,25 @@ static int skip_response_header(const char *k, const char *conn)
 	return proxy_is_hop_by_hop(k, conn);
 }
 
-static void copy_response_headers(struct proxy_req *pr, const struct evkeyvalq *from)
+/*
+ * The backend's headers into the reply, minus hop-by-hop and framing: the
+ * entries themselves move from the result's list to evhttp's (both hold
+ * libevent's own allocations, freed by evhttp_clear_headers), nothing is copied.
+ */
+static void move_response_headers(struct proxy_req *pr, struct evkeyvalq *from)
 {
 	struct evkeyvalq *out = evhttp_request_get_output_headers(pr->req);
 	const char *conn = evhttp_find_header(from, "Connection");
 	/* A HEAD answer has no body: the backend's length is the only one there is. */
 	int head = evhttp_request_get_command(pr->req) == EVHTTP_REQ_HEAD;
-	const struct evkeyval *h;
-	TAILQ_FOREACH(h, from, next)
-	{
+	struct evkeyval *h, *next;
+	for (h = TAILQ_FIRST(from); h != NULL; h = next) {
+		next = TAILQ_NEXT(h, next);
 		if (!skip_response_header(h->key, conn) ||
-		    (head && strcasecmp(h->key, "Content-Length") == 0))
-			evhttp_add_header(out, h->key, h->value);
+		    (head && strcasecmp(h->key, "Content-Length") == 0)) {
+			TAILQ_REMOVE(from, h, next);
+			TAILQ_INSERT_TAIL(out, h, next);
+		}
 	}
 	evhttp_add_header(out, "X-Turnout-Variant", pr->snap->variants[pr->variant].name);
 	evhttp_add_header(out, "X-Request-Id", pr->request_id);
@@ -601,7 +628,7 @@ static void on_upstream_done(const struct upstream_result *res, void *arg)
 	 */
 	/* shadow (engineer F): copies and submits only; observability: its outcome is logged */
 	int shadow = shadow_after_live(&live);
-	copy_response_headers(pr, res->headers);
+	move_response_headers(pr, res->headers);
 	access_log(pr, (int)res->status, evbuffer_get_length(res->body), live.latency_us, shadow);
 	proxy_send_reply(pr->w, pr->req, (int)res->status, res->body);
 	stats_record(pr->w->shard, pr->snap->variants[pr->variant].stats_slot, (int)res->status,
@@ -665,37 +692,43 @@ static int route_request(struct proxy_req *pr)
 
 static int start_upstream(struct proxy_req *pr)
 {
-	const char *uri = evhttp_request_get_uri(pr->req);
 	const char *method = method_name(evhttp_request_get_command(pr->req));
 	const struct route_variant *v = &pr->snap->variants[pr->variant];
-	char url[PROXY_URL_MAX];
-	int n = snprintf(url, sizeof(url), "%s%s", v->endpoints[pr->endpoint].cfg->url, uri);
-	if (n < 0 || (size_t)n >= sizeof(url) || method == NULL) {
-		send_error(pr->w, pr->req, 400, v->name, "bad_request", "request target too long",
+	if (method == NULL) {
+		send_error(pr->w, pr->req, 400, v->name, "bad_request", "unknown method",
 		           pr->request_id, 0);
 		return -1;
 	}
 	struct evbuffer *in = evhttp_request_get_input_buffer(pr->req);
 	size_t len = evbuffer_get_length(in);
+	char *heap;
+	struct head_block hb = upstream_headers(pr, &heap);
+	const struct config *cfg = pr->snap->cfg;
 	struct upstream_request ureq = {
 	    .method = method,
-	    .url = url,
-	    .headers = upstream_headers(pr),
+	    .endpoint = v->endpoints[pr->endpoint].cfg->url,
+	    .target = evhttp_request_get_uri(pr->req),
+	    .head_block = hb.p,
+	    .head_block_len = hb.len,
+	    .client = cfg->upstream_client == CONFIG_UPSTREAM_LIBCURL ? UPSTREAM_CLIENT_LIBCURL
+	                                                              : UPSTREAM_CLIENT_BUILTIN,
 	    .body = len ? evbuffer_pullup(in, -1) : NULL,
 	    .body_len = len,
 	    .copy_body = 0, /* the evhttp request keeps it until we answer */
-	    .timeout_ms = pr->snap->cfg->limits.upstream_timeout_ms,
+	    .timeout_ms = cfg->limits.upstream_timeout_ms,
 	    .max_response = PROXY_MAX_RESPONSE,
-	    .ca_file = pr->snap->cfg->upstream_tls.ca,
-	    .tls_insecure = !pr->snap->cfg->upstream_tls.verify,
+	    .ca_file = cfg->upstream_tls.ca,
+	    .tls_insecure = !cfg->upstream_tls.verify,
 	    .cb = on_upstream_done,
 	    .arg = pr,
 	};
 	char err[256];
-	if (ureq.headers == NULL ||
-	    (pr->xfer = upstream_submit(pr->w->up, &ureq, err, sizeof(err))) == NULL) {
-		if (ureq.headers == NULL)
-			snprintf(err, sizeof(err), "out of memory");
+	if (hb.p == NULL)
+		snprintf(err, sizeof(err), "out of memory");
+	else
+		pr->xfer = upstream_submit(pr->w->up, &ureq, err, sizeof(err));
+	free(heap);
+	if (pr->xfer == NULL) {
 		log_error("proxy: request %s: cannot start upstream transfer: %s", pr->request_id,
 		          err);
 		send_error(pr->w, pr->req, 502, v->name, "internal", err, pr->request_id, 0);

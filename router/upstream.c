@@ -1,6 +1,8 @@
 /*
- * upstream.c - libcurl multi on libevent (the curl multi-event.c / hiperfifo.c
- * skeleton), one engine per worker thread.
+ * upstream.c - the upstream transfer front: plain http:// to an address the
+ * built-in client reaches goes to router/h1client.c; the rest (https://, host
+ * names, or a request asking for libcurl) to a libcurl multi on libevent (the
+ * curl multi-event.c / hiperfifo.c skeleton), one engine per worker thread.
  *
  * libcurl tells us which sockets to watch (on_curl_socket) and when to call it
  * back (on_curl_timer); we never call curl_multi_socket_action from those
@@ -23,20 +25,24 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "h1client.h"
 #include "log.h"
 
 #define UPSTREAM_MAX_RESP_HEADERS      256
 #define UPSTREAM_MAX_RESP_HEADER_BYTES (64 * 1024)
+#define UPSTREAM_MAX_LINE              (16 * 1024) /* a URL, a request header line */
 
 struct upstream {
 	struct event_base *base;
 	CURLM *multi;
 	struct event *timer;
-	struct upstream_transfer *head; /* every transfer in the multi */
+	struct curl_xfer *head; /* every transfer in the multi */
 	size_t n;
+	struct h1client *h1; /* the built-in HTTP/1.1 client */
 };
 
-struct upstream_transfer {
+struct curl_xfer {
+	struct upstream_transfer hdr; /* first: kind UPSTREAM_KIND_CURL */
 	struct upstream *u;
 	CURL *easy;
 	struct curl_slist *headers;
@@ -51,7 +57,7 @@ struct upstream_transfer {
 	void *arg;
 	uint64_t start_us;
 	char errbuf[CURL_ERROR_SIZE];
-	struct upstream_transfer *prev, *next;
+	struct curl_xfer *prev, *next;
 };
 
 struct sock_ctx {
@@ -86,7 +92,7 @@ const char *upstream_err_name(enum upstream_err e)
 	return "unknown";
 }
 
-static void transfer_free(struct upstream_transfer *t)
+static void transfer_free(struct curl_xfer *t)
 {
 	if (t == NULL)
 		return;
@@ -110,7 +116,7 @@ static void transfer_free(struct upstream_transfer *t)
 	free(t);
 }
 
-static enum upstream_err map_curl_error(const struct upstream_transfer *t, CURLcode rc)
+static enum upstream_err map_curl_error(const struct curl_xfer *t, CURLcode rc)
 {
 	switch (rc) {
 	case CURLE_OK:
@@ -134,7 +140,7 @@ static enum upstream_err map_curl_error(const struct upstream_transfer *t, CURLc
 }
 
 /* Hand a finished (already removed) transfer to its owner, then free it. */
-static void complete(struct upstream_transfer *t, CURLcode rc)
+static void complete(struct curl_xfer *t, CURLcode rc)
 {
 	struct upstream_result r = {0};
 	r.err = map_curl_error(t, rc);
@@ -173,7 +179,7 @@ static void check_multi_info(struct upstream *u)
 			continue;
 		CURL *easy = msg->easy_handle;
 		CURLcode rc = msg->data.result;
-		struct upstream_transfer *t = NULL;
+		struct curl_xfer *t = NULL;
 		curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&t);
 		curl_multi_remove_handle(u->multi, easy);
 		complete(t, rc);
@@ -244,7 +250,7 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
 
 static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-	struct upstream_transfer *t = arg;
+	struct curl_xfer *t = arg;
 	size_t n = size * nmemb;
 	if (evbuffer_get_length(t->body) + n > t->max_response) {
 		t->too_big = 1;
@@ -257,7 +263,7 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 
 static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 {
-	struct upstream_transfer *t = arg;
+	struct curl_xfer *t = arg;
 	size_t n = size * nmemb;
 	if (n >= 5 && strncmp(ptr, "HTTP/", 5) == 0) {
 		/* A new status line (after 1xx): headers start over. */
@@ -315,6 +321,11 @@ struct upstream *upstream_new(struct event_base *base, long maxconns, char *err,
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
 	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, maxconns > 0 ? maxconns : 256L);
+	u->h1 = h1client_new(base, maxconns > 0 ? (size_t)maxconns : 256u, err, errlen);
+	if (u->h1 == NULL) {
+		upstream_free(u);
+		return NULL;
+	}
 	return u;
 oom:
 	snprintf(err, errlen, "cannot create the upstream engine (out of memory)");
@@ -326,8 +337,9 @@ void upstream_free(struct upstream *u)
 {
 	if (u == NULL)
 		return;
+	h1client_free(u->h1);
 	while (u->head != NULL) {
-		struct upstream_transfer *t = u->head;
+		struct curl_xfer *t = u->head;
 		curl_multi_remove_handle(u->multi, t->easy);
 		transfer_free(t);
 	}
@@ -340,7 +352,7 @@ void upstream_free(struct upstream *u)
 
 size_t upstream_inflight(const struct upstream *u)
 {
-	return u->n;
+	return u->n + h1client_inflight(u->h1);
 }
 
 static int has_header(const struct curl_slist *l, const char *name)
@@ -353,7 +365,7 @@ static int has_header(const struct curl_slist *l, const char *name)
 }
 
 /* Keep libcurl from adding headers the client did not send. */
-static int finish_headers(struct upstream_transfer *t)
+static int finish_headers(struct curl_xfer *t)
 {
 	static const char *const suppress[] = {"Expect", "Content-Type", "Accept"};
 	char line[64];
@@ -369,7 +381,7 @@ static int finish_headers(struct upstream_transfer *t)
 	return 0;
 }
 
-static int set_method(struct upstream_transfer *t, const struct upstream_request *req)
+static int set_method(struct curl_xfer *t, const struct upstream_request *req)
 {
 	CURL *e = t->easy;
 	int with_body = req->body_len > 0 || strcmp(req->method, "POST") == 0 ||
@@ -395,10 +407,63 @@ static int set_method(struct upstream_transfer *t, const struct upstream_request
 	return 0;
 }
 
-static int setup_easy(struct upstream_transfer *t, const struct upstream_request *req)
+/* The request's URL: url, or endpoint + target (in buf). NULL if too long. */
+static const char *full_url(const struct upstream_request *req, char *buf, size_t len)
+{
+	if (req->url)
+		return req->url;
+	int n = snprintf(buf, len, "%s%s", req->endpoint ? req->endpoint : "",
+	                 req->target ? req->target : "/");
+	return n > 0 && (size_t)n < len ? buf : NULL;
+}
+
+/* head_block ("Name: value\r\n" lines) into "Name: value" / "Name;" slist lines. */
+static struct curl_slist *block_to_slist(const char *b, size_t len)
+{
+	struct curl_slist *l = NULL;
+	char line[UPSTREAM_MAX_LINE];
+	const char *end = b + len;
+	while (b < end) {
+		const char *eol = memchr(b, '\n', (size_t)(end - b));
+		size_t n = (size_t)((eol ? eol : end) - b);
+		const char *next = eol ? eol + 1 : end;
+		if (n && b[n - 1] == '\r')
+			n--;
+		const char *colon = memchr(b, ':', n);
+		if (colon == NULL || n + 2 > sizeof(line))
+			goto fail;
+		size_t kl = (size_t)(colon - b);
+		const char *v = colon + 1;
+		while (v < b + n && (*v == ' ' || *v == '\t'))
+			v++;
+		size_t vl = (size_t)(b + n - v);
+		memcpy(line, b, kl);
+		if (vl == 0) { /* "Name;" sends an empty header; "Name:" would delete it */
+			line[kl] = ';';
+			line[kl + 1] = '\0';
+		} else {
+			memcpy(line + kl, ": ", 2);
+			memcpy(line + kl + 2, v, vl);
+			line[kl + 2 + vl] = '\0';
+		}
+		struct curl_slist *r = curl_slist_append(l, line);
+		if (r == NULL)
+			goto fail;
+		l = r;
+		b = next;
+	}
+	return l;
+fail:
+	curl_slist_free_all(l);
+	return NULL;
+}
+
+static int setup_easy(struct curl_xfer *t, const struct upstream_request *req)
 {
 	CURL *e = t->easy;
-	if (curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK)
+	char buf[UPSTREAM_MAX_LINE];
+	const char *url = full_url(req, buf, sizeof(buf));
+	if (url == NULL || curl_easy_setopt(e, CURLOPT_URL, url) != CURLE_OK)
 		return -1;
 	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)t);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
@@ -430,15 +495,27 @@ static int setup_easy(struct upstream_transfer *t, const struct upstream_request
 struct upstream_transfer *upstream_submit(struct upstream *u, const struct upstream_request *req,
                                           char *err, size_t errlen)
 {
-	struct upstream_transfer *t = calloc(1, sizeof(*t));
+	if (req->client != UPSTREAM_CLIENT_LIBCURL && h1client_serves(u->h1, req))
+		return h1client_submit(u->h1, req, err, errlen);
+	struct curl_xfer *t = calloc(1, sizeof(*t));
+	struct curl_slist *headers = req->headers;
+	if (t != NULL && headers == NULL && req->head_block_len > 0) {
+		headers = block_to_slist(req->head_block, req->head_block_len);
+		if (headers == NULL) {
+			free(t);
+			snprintf(err, errlen, "malformed or overlong request header block");
+			return NULL;
+		}
+	}
 	if (t == NULL) {
 		curl_slist_free_all(req->headers);
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
 	TAILQ_INIT(&t->resp_headers);
+	t->hdr.kind = UPSTREAM_KIND_CURL;
 	t->u = u;
-	t->headers = req->headers;
+	t->headers = headers;
 	t->next = u->head;
 	if (u->head)
 		u->head->prev = t;
@@ -461,17 +538,28 @@ struct upstream_transfer *upstream_submit(struct upstream *u, const struct upstr
 		transfer_free(t);
 		return NULL;
 	}
-	return t;
+	return &t->hdr;
 fail:
-	snprintf(err, errlen, "cannot set up the transfer to %s", req->url);
+	snprintf(err, errlen, "cannot set up the transfer to %s%s",
+	         req->url        ? req->url
+	         : req->endpoint ? req->endpoint
+	                         : "?",
+	         req->url      ? ""
+	         : req->target ? req->target
+	                       : "");
 	transfer_free(t);
 	return NULL;
 }
 
-void upstream_cancel(struct upstream_transfer *t)
+void upstream_cancel(struct upstream_transfer *h)
 {
-	if (t == NULL)
+	if (h == NULL)
 		return;
+	if (h->kind == UPSTREAM_KIND_BUILTIN) {
+		h1client_cancel(h);
+		return;
+	}
+	struct curl_xfer *t = (struct curl_xfer *)h;
 	curl_multi_remove_handle(t->u->multi, t->easy);
 	transfer_free(t);
 }
