@@ -10,6 +10,13 @@
  * COMPARE_VALUE_MAX bytes in the outcome. Nothing here allocates after
  * compare_rules_new() except the parsed JSON trees, which are freed before
  * compare_responses() returns.
+ *
+ * Fast path: when the two answers are byte-identical (the common case of a
+ * shadow that agrees) no tree is built. With no rules identical bytes agree
+ * whatever they are; with rules they agree once an allocation-free scan has
+ * shown the body is JSON jansson would load (anything it is not sure of, such
+ * as non-ASCII strings or huge numbers, takes the full path), unless a rule is
+ * argmax, which can fail on a single body.
  */
 #include "log.h"
 #include "compare.h"
@@ -57,6 +64,7 @@ struct compare_rules {
 	size_t n_rules;
 	struct cpath *ignore;
 	size_t n_ignore;
+	int has_argmax; /* an argmax rule can fail on one body alone: no byte fast path */
 };
 
 enum parse_status {
@@ -318,6 +326,7 @@ struct compare_rules *compare_rules_new(const struct config_shadow *cfg, char *e
 			goto fail;
 		}
 		r->rules[i].mode = c->mode;
+		r->has_argmax |= c->mode == CONFIG_COMPARE_ARGMAX;
 		r->rules[i].abs_tol = c->abs_tolerance;
 		r->rules[i].rel_tol = c->rel_tolerance;
 	}
@@ -419,6 +428,187 @@ static enum parse_status parse_body(const char *buf, size_t len, json_t **out, c
 		return PARSE_NOT_JSON;
 	}
 	return PARSE_OK;
+}
+
+/* ---- byte fast path -------------------------------------------------------- */
+
+struct scan {
+	const unsigned char *p, *end;
+};
+
+static void scan_ws(struct scan *s)
+{
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+		s->p++;
+}
+
+static int scan_lit(struct scan *s, const char *lit)
+{
+	size_t n = strlen(lit);
+	if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+		return 0;
+	s->p += n;
+	return 1;
+}
+
+static int scan_digits(struct scan *s, size_t *n)
+{
+	const unsigned char *start = s->p;
+	while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
+		s->p++;
+	*n = (size_t)(s->p - start);
+	return *n > 0;
+}
+
+/* A number jansson surely loads: at most 18 integer digits, exponents of 2 digits. */
+static int scan_number(struct scan *s)
+{
+	size_t n_int, n_frac = 0, n_exp = 0;
+	if (s->p < s->end && *s->p == '-')
+		s->p++;
+	const unsigned char *first = s->p;
+	if (!scan_digits(s, &n_int) || n_int > 18 || (n_int > 1 && *first == '0'))
+		return 0;
+	if (s->p < s->end && *s->p == '.') {
+		s->p++;
+		if (!scan_digits(s, &n_frac) || n_frac > 64)
+			return 0;
+	}
+	if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+		s->p++;
+		if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+			s->p++;
+		if (!scan_digits(s, &n_exp) || n_exp > 2)
+			return 0;
+	}
+	return 1;
+}
+
+static int hex4(const unsigned char *p, unsigned *v)
+{
+	*v = 0;
+	for (int i = 0; i < 4; i++) {
+		unsigned c = p[i], d;
+		if (c >= '0' && c <= '9')
+			d = c - '0';
+		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+			d = (c | 0x20) - 'a' + 10;
+		else
+			return 0;
+		*v = *v << 4 | d;
+	}
+	return 1;
+}
+
+/* A string of printable ASCII and simple escapes (no NUL, no surrogates). */
+static int scan_string(struct scan *s)
+{
+	if (s->p >= s->end || *s->p != '"')
+		return 0;
+	for (s->p++; s->p < s->end; s->p++) {
+		unsigned c = *s->p, v;
+		if (c == '"') {
+			s->p++;
+			return 1;
+		}
+		if (c < 0x20 || c >= 0x7f)
+			return 0;
+		if (c != '\\')
+			continue;
+		if (++s->p >= s->end)
+			return 0;
+		if (*s->p == 'u') {
+			if (s->end - s->p < 5 || !hex4(s->p + 1, &v) || v == 0 ||
+			    (v >= 0xd800 && v <= 0xdfff))
+				return 0;
+			s->p += 4;
+		} else if (!strchr("\"\\/bfnrt", *s->p) || *s->p == 0) {
+			return 0;
+		}
+	}
+	return 0;
+}
+
+static int scan_value(struct scan *s, int depth);
+
+static int scan_container(struct scan *s, int depth, unsigned char close)
+{
+	if (depth >= COMPARE_DEPTH_MAX)
+		return 0;
+	s->p++;
+	scan_ws(s);
+	if (s->p < s->end && *s->p == close) {
+		s->p++;
+		return 1;
+	}
+	for (;;) {
+		if (close == '}') {
+			if (!scan_string(s))
+				return 0;
+			scan_ws(s);
+			if (s->p >= s->end || *s->p++ != ':')
+				return 0;
+			scan_ws(s);
+		}
+		if (!scan_value(s, depth + 1))
+			return 0;
+		scan_ws(s);
+		if (s->p >= s->end)
+			return 0;
+		if (*s->p == close) {
+			s->p++;
+			return 1;
+		}
+		if (*s->p++ != ',')
+			return 0;
+		scan_ws(s);
+	}
+}
+
+static int scan_value(struct scan *s, int depth)
+{
+	if (s->p >= s->end)
+		return 0;
+	switch (*s->p) {
+	case '{':
+		return scan_container(s, depth, '}');
+	case '[':
+		return scan_container(s, depth, ']');
+	case '"':
+		return scan_string(s);
+	case 't':
+		return scan_lit(s, "true");
+	case 'f':
+		return scan_lit(s, "false");
+	case 'n':
+		return scan_lit(s, "null");
+	default:
+		return scan_number(s);
+	}
+}
+
+/* Whether buf is one JSON value that parse_body surely loads (1), or not sure (0). */
+static int json_plain(const char *buf, size_t len)
+{
+	struct scan s = {(const unsigned char *)buf, (const unsigned char *)buf + len};
+	if (len > COMPARE_BODY_MAX)
+		return 0;
+	scan_ws(&s);
+	if (!scan_value(&s, 0))
+		return 0;
+	scan_ws(&s);
+	return s.p == s.end;
+}
+
+/* Byte-identical answers that every rule must find in agreement (see the top). */
+static int same_bytes_agree(const struct compare_rules *rules, const char *a, size_t alen,
+                            const char *b, size_t blen)
+{
+	if (alen != blen || (alen && memcmp(a, b, alen) != 0))
+		return 0;
+	if (rules->n_rules == 0)
+		return 1;
+	return !rules->has_argmax && json_plain(a, alen);
 }
 
 /* ---- value comparison ----------------------------------------------------- */
@@ -842,6 +1032,10 @@ enum compare_result compare_responses(const struct compare_rules *rules, int liv
 	if (r != COMPARE_AGREE) {
 		set_all_rules(out, rules->n_rules, r);
 		return r;
+	}
+	if (same_bytes_agree(rules, live_body, live_len, shadow_body, shadow_len)) {
+		set_all_rules(out, rules->n_rules, COMPARE_AGREE);
+		return COMPARE_AGREE;
 	}
 	json_t *live = NULL, *shadow = NULL;
 	char lwhy[160], swhy[160];

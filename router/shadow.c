@@ -1,18 +1,31 @@
 /*
  * shadow.c - mirror, compare, count (see shadow.h).
  *
- * Per worker: a struct shadow_worker (in worker->shadow) with the in-flight
- * budget, the list of mirrors in flight, the compiled compare rules of the
- * config last seen, and a counter shard. Everything is touched only by the
- * worker's thread, except the shard's counters, which readers load
- * atomically (single writer: relaxed load + store, as in stats.c).
+ * The live loop only decides and copies; everything else happens on a shadow
+ * thread of its own per worker. Per worker: a struct shadow_worker (in
+ * worker->shadow) with the in-flight budget, a bounded hand-over queue and the
+ * shadow thread, which runs its own event_base and its own struct upstream
+ * (so mirror transfers, their connections, completions, comparisons and the
+ * disagreement log never run on the live loop).
  *
- * A mirror's context holds a reference to the request's route snapshot (so
- * variant names and the config outlive the live request), a reference to the
- * compiled rules, the live answer (status, latency, body up to
- * COMPARE_BODY_MAX) and the first log_body_max bytes of the request body for
- * the log. The request body itself is copied once more by libcurl
- * (copy_body), because the live request is freed right after the hook.
+ * On the live thread, shadow_after_live samples, checks the budget (atomics:
+ * the shadow thread gives budget back), picks the endpoint and copies into
+ * one allocation what the mirror needs: the request line, its headers
+ * already filtered and serialized, the request body and the live answer. It
+ * pushes that under a mutex and wakes the shadow thread only when the queue
+ * was idle (one wake-up per batch). The shadow thread takes the whole queue
+ * at once, submits each mirror (libcurl reads the body from the context: no
+ * second copy), compares on completion and frees.
+ *
+ * Counters: two shards per worker, each with a single writer (relaxed load +
+ * store, as in stats.c): `fg` written by the worker's thread (mirrored, drops
+ * decided there), `bg` by the shadow thread (results, causes, latency, and the
+ * mirrors that could not start after all, counted back out of "mirrored").
+ * Readers sum both.
+ *
+ * Shutdown: shadow_worker_free (after the worker's thread ended, so nothing
+ * is pushed any more) stops the shadow thread, which cancels its transfers
+ * and frees them with its engine; the joiner frees what was still queued.
  */
 #include "shadow.h"
 
@@ -26,6 +39,7 @@
 
 #include <curl/curl.h>
 #include <event2/buffer.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
@@ -36,8 +50,10 @@
 #include "upstream.h"
 #include "worker.h"
 
-#define SHADOW_URL_MAX  8192
-#define SHADOW_SALT_MAX (256 + sizeof("/shadow")) /* canary.salt is at most 256 bytes */
+#define SHADOW_URL_MAX      8192
+#define SHADOW_SALT_MAX     (256 + sizeof("/shadow")) /* canary.salt is at most 256 bytes */
+#define SHADOW_MAXCONNS     1024 /* keep-alive pool of a shadow thread's engine */
+#define SHADOW_ENGINE_ERROR "shadow: cannot start the shadow thread of worker %zu: %s"
 
 struct ahist {
 	_Atomic uint64_t counts[STATS_HIST_BUCKETS];
@@ -45,19 +61,19 @@ struct ahist {
 };
 
 struct shadow_slot {
-	_Atomic uint64_t mirrored;
+	_Atomic uint64_t mirrored; /* fg: handed over; bg: could not start after all */
 	_Atomic uint64_t dropped[SHADOW_DROP_N];
 	_Atomic uint64_t results[3];
 	_Atomic uint64_t causes[SHADOW_CAUSE_N];
 	_Atomic uint64_t rules[CONFIG_MAX_RULES][3];
-	struct ahist *_Atomic latency; /* allocated on first use by the worker */
+	struct ahist *_Atomic latency; /* allocated on first use by the writer */
 	struct ahist *_Atomic diff_pos;
 	struct ahist *_Atomic diff_neg;
 };
 
 /* Compiled rules of one config, shared by the mirrors started under it. */
 struct shadow_rules {
-	int refs; /* worker thread only */
+	int refs; /* shadow thread only */
 	struct route_config *rc;
 	struct compare_rules *rules;
 };
@@ -66,32 +82,55 @@ struct shadow_ctx;
 
 struct shadow_worker {
 	struct shadow_worker *next; /* registry */
-	size_t inflight;
-	size_t inflight_bytes;
-	struct shadow_ctx *ctxs;
+	size_t index;               /* the worker's, for messages */
+	/* budget: taken by the worker's thread, given back by the shadow thread */
+	_Atomic size_t inflight; /* queued or in flight */
+	_Atomic size_t inflight_bytes;
+	/* hand-over queue (mu) */
+	pthread_mutex_t mu;
+	struct shadow_ctx *q_head, *q_tail;
+	int wake_pending; /* wake_ev activated, queue not yet taken */
+	int stop;
+	/* shadow thread */
+	pthread_t thread;
+	int started; /* the thread runs (or ran): join it */
+	int failed;  /* it could not be started: every mirror is dropped */
+	struct event_base *base;
+	struct event *wake_ev;
+	struct upstream *up;
+	struct shadow_ctx *ctxs; /* in flight (shadow thread) */
 	struct shadow_rules *cur;
 	const struct route_config *failed_rc; /* rules of this config did not compile: said once */
-	struct shadow_slot slots[STATS_MAX_SLOTS];
+	struct shadow_slot fg[STATS_MAX_SLOTS];
+	struct shadow_slot bg[STATS_MAX_SLOTS];
 };
 
+/*
+ * One mirror: allocated and filled by the worker's thread, owned by the
+ * shadow thread once queued. The strings and bodies live in data[].
+ */
 struct shadow_ctx {
+	struct shadow_ctx *prev, *next; /* queue (next), then the in-flight list */
 	struct shadow_worker *sw;
-	struct shadow_ctx *prev, *next;
 	struct upstream_transfer *xfer;
 	struct route_snapshot *snap;
 	struct shadow_rules *rules;
 	size_t live_variant, shadow_variant;
 	int slot;
+	size_t n_rules; /* of the config, for counting a drop before the rules compile */
 	long live_status;
 	uint64_t live_us;
-	char *live_body;
-	size_t live_len;
 	int live_too_big;
-	char *req_body;       /* first log_body_max bytes (NULL: redact or no log) */
-	size_t req_body_kept; /* bytes at req_body */
-	size_t req_body_len;  /* the whole body's length */
+	const char *method, *url;
+	const char *hdrs; /* "Name: value\0" lines */
+	size_t n_hdrs;
+	const char *req_body, *live_body;
+	size_t req_body_len, live_len;
+	int log_body;         /* the log line gets a request_body field */
+	size_t req_body_kept; /* bytes of req_body logged */
 	size_t bytes;         /* counted against the byte budget */
 	char request_id[SHADOWLOG_ID_MAX + 1];
+	char data[];
 };
 
 /* Registry of worker states, and the process-wide disagreement log. */
@@ -163,22 +202,20 @@ static void count_error(struct shadow_slot *sl, enum shadow_cause c, size_t n_ru
 	count_result(sl, COMPARE_ERROR, NULL, n_rules);
 }
 
-/* ---- per-worker state ----------------------------------------------------- */
-
-static struct shadow_worker *worker_state(struct worker *w)
+static void drop(struct shadow_slot *sl, enum shadow_drop why, size_t n_rules)
 {
-	if (w->shadow)
-		return w->shadow;
-	struct shadow_worker *sw = calloc(1, sizeof(*sw));
-	if (!sw)
-		return NULL;
-	pthread_mutex_lock(&reg_mu);
-	sw->next = reg_head;
-	reg_head = sw;
-	pthread_mutex_unlock(&reg_mu);
-	w->shadow = sw;
-	return sw;
+	inc(&sl->dropped[why], 1);
+	count_error(sl, SHADOW_CAUSE_DROPPED, n_rules);
 }
+
+static void slot_free(struct shadow_slot *sl)
+{
+	free(atomic_load(&sl->latency));
+	free(atomic_load(&sl->diff_pos));
+	free(atomic_load(&sl->diff_neg));
+}
+
+/* ---- rules and log (shadow thread) ----------------------------------------- */
 
 static void rules_unref(struct shadow_rules *r)
 {
@@ -219,8 +256,8 @@ static struct shadow_rules *rules_for(struct shadow_worker *sw, struct route_sna
 /*
  * The disagreement log for cfg, opened on first need; NULL when off or failed.
  * A reload that names another path opens another log; the old one stays open
- * (idle) until exit, because a worker may still be writing to it. At most
- * SHADOW_LOGS_MAX paths per process life.
+ * (idle) until exit, because a shadow thread may still be writing to it. At
+ * most SHADOW_LOGS_MAX paths per process life.
  */
 static struct shadowlog *log_for(const struct config *cfg)
 {
@@ -262,7 +299,249 @@ void shadow_log_reopen(void)
 	pthread_mutex_unlock(&reg_mu);
 }
 
-/* ---- mirroring ------------------------------------------------------------ */
+/* ---- the shadow thread ---------------------------------------------------- */
+
+/* Give c's budget back and free it (it is in no list any more). */
+static void ctx_release(struct shadow_ctx *c)
+{
+	struct shadow_worker *sw = c->sw;
+	atomic_fetch_sub_explicit(&sw->inflight, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&sw->inflight_bytes, c->bytes, memory_order_relaxed);
+	rules_unref(c->rules);
+	route_snapshot_unref(c->snap);
+	free(c);
+}
+
+/* Unlink c from the in-flight list and release it. */
+static void ctx_done(struct shadow_ctx *c)
+{
+	struct shadow_worker *sw = c->sw;
+	if (c->prev)
+		c->prev->next = c->next;
+	else if (sw->ctxs == c)
+		sw->ctxs = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	ctx_release(c);
+}
+
+static void log_disagreement(struct shadow_ctx *c, long status, uint64_t shadow_us,
+                             const struct compare_outcome *o)
+{
+	struct shadowlog *l = log_for(c->snap->cfg);
+	if (!l)
+		return;
+	struct shadowlog_entry e = {
+	    .request_id = c->request_id,
+	    .live_variant = c->snap->variants[c->live_variant].name,
+	    .shadow_variant = c->snap->variants[c->shadow_variant].name,
+	    .live_status = (int)c->live_status,
+	    .shadow_status = (int)status,
+	    .live_ms = (double)c->live_us / 1000.0,
+	    .shadow_ms = (double)shadow_us / 1000.0,
+	    .outcome = o,
+	    .body = c->log_body ? (c->req_body_kept ? c->req_body : "") : NULL,
+	    .body_len = c->req_body_kept,
+	    .body_total = c->req_body_len,
+	};
+	shadowlog_write(l, &e);
+}
+
+/* Compare a shadow answer with the live one, count it, log a disagreement. */
+static void judge(struct shadow_ctx *c, struct shadow_slot *sl, const struct upstream_result *res,
+                  size_t n_rules)
+{
+	struct compare_outcome *o = malloc(sizeof(*o));
+	size_t len = evbuffer_get_length(res->body);
+	const char *body = len ? (const char *)evbuffer_pullup(res->body, -1) : "";
+	if (!o || (len && !body) || c->live_too_big) {
+		count_error(sl, SHADOW_CAUSE_INVALID, n_rules);
+		free(o);
+		return;
+	}
+	enum compare_result r =
+	    compare_responses(c->rules->rules, (int)c->live_status, c->live_body, c->live_len,
+	                      (int)res->status, body, len, o);
+	if (r == COMPARE_ERROR)
+		inc(&sl->causes[SHADOW_CAUSE_INVALID], 1);
+	count_result(sl, r, o, n_rules);
+	if (r == COMPARE_DISAGREE)
+		log_disagreement(c, res->status, res->elapsed_us, o);
+	free(o);
+}
+
+static void on_mirror_done(const struct upstream_result *res, void *arg)
+{
+	struct shadow_ctx *c = arg;
+	struct shadow_slot *sl = &c->sw->bg[c->slot];
+	size_t n_rules = compare_rules_count(c->rules->rules);
+	c->xfer = NULL;
+	if (res->err != UPSTREAM_OK) {
+		count_error(sl,
+		            res->err == UPSTREAM_ERR_TIMEOUT ? SHADOW_CAUSE_TIMEOUT
+		                                             : SHADOW_CAUSE_FAILED,
+		            n_rules);
+	} else {
+		hist_add(&sl->latency, res->elapsed_us);
+		if (res->elapsed_us >= c->live_us)
+			hist_add(&sl->diff_pos, res->elapsed_us - c->live_us);
+		else
+			hist_add(&sl->diff_neg, c->live_us - res->elapsed_us);
+		judge(c, sl, res, n_rules);
+	}
+	ctx_done(c);
+}
+
+/* The serialized header lines of c as a libcurl list; NULL when out of memory. */
+static struct curl_slist *ctx_headers(const struct shadow_ctx *c)
+{
+	struct curl_slist *l = NULL;
+	const char *p = c->hdrs;
+	for (size_t i = 0; i < c->n_hdrs; i++, p += strlen(p) + 1) {
+		struct curl_slist *r = curl_slist_append(l, p);
+		if (!r) {
+			curl_slist_free_all(l);
+			return NULL;
+		}
+		l = r;
+	}
+	return l;
+}
+
+/* Submit one queued mirror; on failure it is counted as dropped and freed. */
+static void ctx_start(struct shadow_worker *sw, struct shadow_ctx *c)
+{
+	struct route_snapshot *s = c->snap;
+	struct shadow_slot *sl = &sw->bg[c->slot];
+	c->rules = rules_for(sw, s);
+	if (c->rules)
+		c->rules->refs++;
+	struct upstream_request req = {
+	    .method = c->method,
+	    .url = c->url,
+	    .headers = c->rules ? ctx_headers(c) : NULL,
+	    .body = c->req_body,
+	    .body_len = c->req_body_len,
+	    .copy_body = 0, /* c holds it until the callback or the cancel */
+	    .timeout_ms = s->cfg->shadow.timeout_ms ? s->cfg->shadow.timeout_ms
+	                                            : s->cfg->limits.upstream_timeout_ms,
+	    .max_response = COMPARE_BODY_MAX,
+	    .ca_file = s->cfg->upstream_tls.ca, /* the candidate's TLS, as for live traffic */
+	    .tls_insecure = !s->cfg->upstream_tls.verify,
+	    .cb = on_mirror_done,
+	    .arg = c,
+	};
+	char err[256] = "out of memory";
+	if (req.headers)
+		c->xfer = upstream_submit(sw->up, &req, err, sizeof(err));
+	if (!c->xfer) {
+		log_debug("shadow: request %s: mirror not started: %s", c->request_id, err);
+		inc(&sl->mirrored, 1); /* counted back out of the worker's "mirrored" */
+		drop(sl, SHADOW_DROP_INTERNAL,
+		     c->rules ? compare_rules_count(c->rules->rules) : c->n_rules);
+		ctx_release(c);
+		return;
+	}
+	c->prev = NULL;
+	c->next = sw->ctxs;
+	if (sw->ctxs)
+		sw->ctxs->prev = c;
+	sw->ctxs = c;
+}
+
+/* The worker pushed mirrors (or asks to stop): take the whole queue at once. */
+static void on_wake(evutil_socket_t fd, short events, void *arg)
+{
+	struct shadow_worker *sw = arg;
+	pthread_mutex_lock(&sw->mu);
+	struct shadow_ctx *c = sw->stop ? NULL : sw->q_head;
+	int stop = sw->stop;
+	if (!stop)
+		sw->q_head = sw->q_tail = NULL;
+	sw->wake_pending = 0;
+	pthread_mutex_unlock(&sw->mu);
+	if (stop) {
+		event_base_loopbreak(sw->base);
+		return;
+	}
+	while (c) {
+		struct shadow_ctx *next = c->next;
+		ctx_start(sw, c);
+		c = next;
+	}
+}
+
+static void *shadow_main(void *arg)
+{
+	struct shadow_worker *sw = arg;
+	event_base_loop(sw->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	/* stopping: the engine cancels every transfer (no callbacks), then free them */
+	upstream_free(sw->up);
+	sw->up = NULL;
+	while (sw->ctxs) {
+		sw->ctxs->xfer = NULL;
+		ctx_done(sw->ctxs);
+	}
+	rules_unref(sw->cur);
+	sw->cur = NULL;
+	return NULL;
+}
+
+/* Set up and start sw's thread; 0, or -1 with a reason in err (sw->failed set). */
+static int thread_start(struct shadow_worker *sw, char *err, size_t errlen)
+{
+	sw->base = event_base_new();
+	if (!sw->base || !(sw->wake_ev = event_new(sw->base, -1, 0, on_wake, sw))) {
+		snprintf(err, errlen, "cannot set up its event loop");
+		goto fail;
+	}
+	sw->up = upstream_new(sw->base, SHADOW_MAXCONNS, err, errlen);
+	if (!sw->up)
+		goto fail;
+	int rc = pthread_create(&sw->thread, NULL, shadow_main, sw);
+	if (rc != 0) {
+		snprintf(err, errlen, "%s", strerror(rc));
+		goto fail;
+	}
+	sw->started = 1;
+	return 0;
+fail:
+	upstream_free(sw->up);
+	sw->up = NULL;
+	if (sw->wake_ev)
+		event_free(sw->wake_ev);
+	sw->wake_ev = NULL;
+	if (sw->base)
+		event_base_free(sw->base);
+	sw->base = NULL;
+	sw->failed = 1;
+	return -1;
+}
+
+/* ---- the live side (worker's thread) --------------------------------------- */
+
+/* w's shadow state, created with its thread on first need; NULL when out of memory. */
+static struct shadow_worker *worker_state(struct worker *w)
+{
+	if (w->shadow)
+		return w->shadow;
+	struct shadow_worker *sw = calloc(1, sizeof(*sw));
+	if (!sw || pthread_mutex_init(&sw->mu, NULL) != 0) {
+		free(sw);
+		return NULL;
+	}
+	sw->index = w->index;
+	char err[256];
+	if (thread_start(sw, err, sizeof(err)) < 0)
+		log_error(SHADOW_ENGINE_ERROR "; mirrors are dropped (reason internal)", w->index,
+		          err);
+	pthread_mutex_lock(&reg_mu);
+	sw->next = reg_head;
+	reg_head = sw;
+	pthread_mutex_unlock(&reg_mu);
+	w->shadow = sw;
+	return sw;
+}
 
 /* Sampling bucket 0..9999: sticky on the canary key when there is one. */
 static uint32_t shadow_bucket(const struct route_snapshot *s, const struct proxy_live *live)
@@ -284,271 +563,178 @@ static uint32_t shadow_bucket(const struct route_snapshot *s, const struct proxy
 	return route_bucket(salt, key, len);
 }
 
-/* Every header is mirrored whole: evhttp's max_header already bounds its size. */
-static struct curl_slist *add_header(struct curl_slist *l, const char *k, const char *v, int *fail)
+/*
+ * One header line "k: a[sep b]" ("k;" when the value is empty: libcurl then
+ * sends it empty) at dst+off, or only measured when dst is NULL. Returns the
+ * bytes it takes, its NUL included. Every header is mirrored whole:
+ * evhttp's max_header already bounds its size.
+ */
+static size_t put_header(char *dst, const char *k, const char *a, const char *sep, const char *b)
 {
-	size_t n = strlen(k) + strlen(v) + 3;
-	char *line = malloc(n);
-	if (!line) {
-		*fail = 1;
-		return l;
+	size_t kl = strlen(k), al = strlen(a), sl = sep ? strlen(sep) : 0, bl = sep ? strlen(b) : 0;
+	size_t n = al + sl + bl ? kl + 2 + al + sl + bl + 1 : kl + 2;
+	if (!dst)
+		return n;
+	memcpy(dst, k, kl);
+	if (al + sl + bl == 0) {
+		memcpy(dst + kl, ";", 2);
+		return n;
 	}
-	if (*v)
-		snprintf(line, n, "%s: %s", k, v);
-	else
-		snprintf(line, n, "%s;", k); /* "Name;" sends it empty */
-	struct curl_slist *r = curl_slist_append(l, line);
-	free(line);
-	if (!r)
-		*fail = 1;
-	return r ? r : l;
+	char *p = dst + kl;
+	memcpy(p, ": ", 2);
+	memcpy(p += 2, a, al);
+	if (sep) {
+		memcpy(p += al, sep, sl);
+		memcpy(p += sl, b, bl);
+		p += bl;
+	} else {
+		p += al;
+	}
+	*p = 0;
+	return n;
 }
 
-/* The mirror's headers: the client's minus hop-by-hop and framing, plus ours
- * (the forwarding headers exactly as proxy.c sends them to the live variant). */
-static struct curl_slist *mirror_headers(const struct proxy_live *live)
+/*
+ * The mirror's headers: the client's minus hop-by-hop and framing, plus ours
+ * (the forwarding headers exactly as proxy.c sends them to the live variant),
+ * serialized at dst (or only measured when dst is NULL). Returns the bytes;
+ * *n gets the number of lines.
+ */
+static size_t mirror_headers(const struct proxy_live *live, char *dst, size_t *n)
 {
 	static const char *const own[] = {"Content-Length",  "Host",
 	                                  "Expect",          "X-Request-Id",
 	                                  "X-Forwarded-For", "X-Forwarded-Host",
 	                                  "X-Turnout-Shadow"};
 	const char *conn = evhttp_find_header(live->req_headers, "Connection");
-	struct curl_slist *l = NULL;
-	int fail = 0;
+	size_t off = 0;
+	*n = 0;
 	const struct evkeyval *h;
 	TAILQ_FOREACH(h, live->req_headers, next)
 	{
 		int skip = proxy_is_hop_by_hop(h->key, conn);
 		for (size_t i = 0; !skip && i < sizeof(own) / sizeof(own[0]); i++)
 			skip = strcasecmp(h->key, own[i]) == 0;
-		if (!skip)
-			l = add_header(l, h->key, h->value, &fail);
+		if (!skip) {
+			off += put_header(dst ? dst + off : NULL, h->key, h->value, NULL, NULL);
+			++*n;
+		}
 	}
 	const char *xff = evhttp_find_header(live->req_headers, "X-Forwarded-For");
 	const char *ip = live->client_ip ? live->client_ip : "";
-	if (xff && *xff) {
-		size_t n = strlen(xff) + strlen(ip) + 3;
-		char *buf = malloc(n);
-		if (buf) {
-			snprintf(buf, n, "%s, %s", xff, ip);
-			l = add_header(l, "X-Forwarded-For", buf, &fail);
-		}
-		fail |= !buf;
-		free(buf);
-	} else {
-		l = add_header(l, "X-Forwarded-For", ip, &fail);
-	}
-	const char *host = evhttp_find_header(live->req_headers, "Host");
-	if (host && *host)
-		l = add_header(l, "X-Forwarded-Host", host, &fail);
-	l = add_header(l, "X-Request-Id", live->request_id, &fail);
-	l = add_header(l, "X-Turnout-Shadow", "1", &fail);
-	if (fail) {
-		curl_slist_free_all(l);
-		return NULL;
-	}
-	return l;
-}
-
-static void ctx_free(struct shadow_ctx *c)
-{
-	struct shadow_worker *sw = c->sw;
-	if (c->prev)
-		c->prev->next = c->next;
-	else if (sw->ctxs == c)
-		sw->ctxs = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	sw->inflight--;
-	sw->inflight_bytes -= c->bytes;
-	rules_unref(c->rules);
-	route_snapshot_unref(c->snap);
-	free(c->live_body);
-	free(c->req_body);
-	free(c);
-}
-
-static void log_disagreement(struct shadow_ctx *c, long status, uint64_t shadow_us,
-                             const struct compare_outcome *o)
-{
-	struct shadowlog *l = log_for(c->snap->cfg);
-	if (!l)
-		return;
-	struct shadowlog_entry e = {
-	    .request_id = c->request_id,
-	    .live_variant = c->snap->variants[c->live_variant].name,
-	    .shadow_variant = c->snap->variants[c->shadow_variant].name,
-	    .live_status = (int)c->live_status,
-	    .shadow_status = (int)status,
-	    .live_ms = (double)c->live_us / 1000.0,
-	    .shadow_ms = (double)shadow_us / 1000.0,
-	    .outcome = o,
-	    .body = c->req_body,
-	    .body_len = c->req_body_kept,
-	    .body_total = c->req_body_len,
-	};
-	shadowlog_write(l, &e);
-}
-
-static void on_mirror_done(const struct upstream_result *res, void *arg)
-{
-	struct shadow_ctx *c = arg;
-	struct shadow_slot *sl = &c->sw->slots[c->slot];
-	size_t n_rules = compare_rules_count(c->rules->rules);
-	c->xfer = NULL;
-	if (res->err != UPSTREAM_OK) {
-		count_error(sl,
-		            res->err == UPSTREAM_ERR_TIMEOUT ? SHADOW_CAUSE_TIMEOUT
-		                                             : SHADOW_CAUSE_FAILED,
-		            n_rules);
-		ctx_free(c);
-		return;
-	}
-	hist_add(&sl->latency, res->elapsed_us);
-	if (res->elapsed_us >= c->live_us)
-		hist_add(&sl->diff_pos, res->elapsed_us - c->live_us);
+	if (xff && *xff)
+		off += put_header(dst ? dst + off : NULL, "X-Forwarded-For", xff, ", ", ip);
 	else
-		hist_add(&sl->diff_neg, c->live_us - res->elapsed_us);
-	struct compare_outcome *o = malloc(sizeof(*o));
-	size_t len = evbuffer_get_length(res->body);
-	const char *body = len ? (const char *)evbuffer_pullup(res->body, -1) : "";
-	if (!o || (len && !body)) {
-		count_error(sl, SHADOW_CAUSE_INVALID, n_rules);
-	} else if (c->live_too_big) {
-		compare_outcome_clear(o);
-		count_error(sl, SHADOW_CAUSE_INVALID, n_rules);
-	} else {
-		enum compare_result r =
-		    compare_responses(c->rules->rules, (int)c->live_status, c->live_body,
-		                      c->live_len, (int)res->status, body, len, o);
-		if (r == COMPARE_ERROR)
-			inc(&sl->causes[SHADOW_CAUSE_INVALID], 1);
-		count_result(sl, r, o, n_rules);
-		if (r == COMPARE_DISAGREE)
-			log_disagreement(c, res->status, res->elapsed_us, o);
+		off += put_header(dst ? dst + off : NULL, "X-Forwarded-For", ip, NULL, NULL);
+	const char *host = evhttp_find_header(live->req_headers, "Host");
+	if (host && *host) {
+		off += put_header(dst ? dst + off : NULL, "X-Forwarded-Host", host, NULL, NULL);
+		++*n;
 	}
-	free(o);
-	ctx_free(c);
+	off += put_header(dst ? dst + off : NULL, "X-Request-Id", live->request_id, NULL, NULL);
+	off += put_header(dst ? dst + off : NULL, "X-Turnout-Shadow", "1", NULL, NULL);
+	*n += 3;
+	return off;
 }
 
-/* Copy what the mirror needs from live; NULL when out of memory. */
-static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_live *live,
-                                  size_t cand, int slot)
+/* What the mirror of live will hold against the byte budget (ctx_new's sizes). */
+static size_t live_copy_len(const struct proxy_live *live)
 {
-	const struct config_shadow *sc = &live->snap->cfg->shadow;
-	struct shadow_ctx *c = calloc(1, sizeof(*c));
+	size_t resp = evbuffer_get_length(live->resp_body);
+	/* a live body over COMPARE_BODY_MAX is not copied: the pair is an error */
+	return (resp > COMPARE_BODY_MAX ? 0 : resp) + live->req_body_len;
+}
+
+/*
+ * Copy what the mirror to endpoint ep of cand needs from live, in one
+ * allocation; NULL when out of memory or the URL is over SHADOW_URL_MAX.
+ */
+static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_live *live,
+                                  size_t cand, ssize_t ep, int slot)
+{
+	const struct route_snapshot *s = live->snap;
+	const struct config_shadow *sc = &s->cfg->shadow;
+	const char *base = s->variants[cand].endpoints[ep].cfg->url;
+	size_t n_hdrs, hlen = mirror_headers(live, NULL, &n_hdrs);
+	size_t mlen = strlen(live->method) + 1, blen = strlen(base), ulen = strlen(live->uri);
+	size_t resp = evbuffer_get_length(live->resp_body);
+	size_t keep = resp > COMPARE_BODY_MAX ? 0 : resp;
+	if (blen + ulen >= SHADOW_URL_MAX)
+		return NULL;
+	struct shadow_ctx *c =
+	    malloc(sizeof(*c) + mlen + blen + ulen + 1 + hlen + live->req_body_len + keep);
 	if (!c)
 		return NULL;
+	memset(c, 0, sizeof(*c));
+	char *p = c->data;
+	c->method = memcpy(p, live->method, mlen);
+	c->url = p += mlen;
+	memcpy(p, base, blen);
+	memcpy(p + blen, live->uri, ulen + 1);
+	c->hdrs = p += blen + ulen + 1;
+	mirror_headers(live, p, &c->n_hdrs);
+	c->req_body = p += hlen;
+	if (live->req_body_len)
+		memcpy(p, live->req_body, live->req_body_len);
+	c->req_body_len = live->req_body_len;
+	c->live_body = p += live->req_body_len;
+	c->live_too_big = resp > COMPARE_BODY_MAX;
+	c->live_len = keep;
+	if (keep && evbuffer_copyout(live->resp_body, p, keep) != (ev_ssize_t)keep) {
+		free(c);
+		return NULL;
+	}
 	c->sw = sw;
 	c->live_variant = live->variant;
 	c->shadow_variant = cand;
 	c->slot = slot;
+	c->n_rules = sc->n_rules;
 	c->live_status = live->status;
 	c->live_us = live->latency_us;
 	snprintf(c->request_id, sizeof(c->request_id), "%s", live->request_id);
-	size_t blen = evbuffer_get_length(live->resp_body);
-	c->live_too_big = blen > COMPARE_BODY_MAX;
-	if (!c->live_too_big) {
-		c->live_len = blen;
-		c->live_body = malloc(blen ? blen : 1);
-		if (!c->live_body ||
-		    evbuffer_copyout(live->resp_body, c->live_body, blen) != (ev_ssize_t)blen)
-			goto fail;
-	}
-	c->req_body_len = live->req_body_len;
-	size_t keep = sc->redact || !sc->log_path ? 0 : live->req_body_len;
-	if (keep > sc->log_body_max)
-		keep = sc->log_body_max;
-	if (keep > SHADOWLOG_BODY_LIMIT)
-		keep = SHADOWLOG_BODY_LIMIT;
-	if (live->req_body && keep) {
-		c->req_body = malloc(keep);
-		if (!c->req_body)
-			goto fail;
-		memcpy(c->req_body, live->req_body, keep);
-		c->req_body_kept = keep;
-	} else if (!sc->redact && sc->log_path) {
-		c->req_body = calloc(1, 1); /* logged as "" rather than omitted */
-		if (!c->req_body)
-			goto fail;
-	}
-	c->bytes = c->live_len + live->req_body_len + keep;
+	c->log_body = !sc->redact && sc->log_path;
+	c->req_body_kept = c->log_body ? live->req_body_len : 0;
+	if (c->req_body_kept > sc->log_body_max)
+		c->req_body_kept = sc->log_body_max;
+	if (c->req_body_kept > SHADOWLOG_BODY_LIMIT)
+		c->req_body_kept = SHADOWLOG_BODY_LIMIT;
+	c->bytes = live_copy_len(live);
 	return c;
-fail:
-	free(c->live_body);
-	free(c->req_body);
-	free(c);
-	return NULL;
-}
-
-/* Submit c's mirror to endpoint ep of the candidate; 0, or -1 (c untouched). */
-static int mirror_submit(struct shadow_ctx *c, const struct proxy_live *live, ssize_t ep)
-{
-	const struct route_snapshot *s = live->snap;
-	char url[SHADOW_URL_MAX];
-	int n = snprintf(url, sizeof(url), "%s%s",
-	                 s->variants[c->shadow_variant].endpoints[ep].cfg->url, live->uri);
-	if (n < 0 || (size_t)n >= sizeof(url) || !live->method)
-		return -1;
-	struct upstream_request req = {
-	    .method = live->method,
-	    .url = url,
-	    .headers = mirror_headers(live),
-	    .body = live->req_body,
-	    .body_len = live->req_body_len,
-	    .copy_body = 1, /* the live request is freed right after the hook */
-	    .timeout_ms = s->cfg->shadow.timeout_ms ? s->cfg->shadow.timeout_ms
-	                                            : s->cfg->limits.upstream_timeout_ms,
-	    .max_response = COMPARE_BODY_MAX,
-	    .ca_file = s->cfg->upstream_tls.ca, /* the candidate's TLS, as for live traffic */
-	    .tls_insecure = !s->cfg->upstream_tls.verify,
-	    .cb = on_mirror_done,
-	    .arg = c,
-	};
-	char err[256];
-	if (!req.headers)
-		return -1;
-	c->xfer = upstream_submit(live->w->up, &req, err, sizeof(err));
-	if (!c->xfer) {
-		log_debug("shadow: request %s: mirror not started: %s", live->request_id, err);
-		return -1;
-	}
-	return 0;
-}
-
-static void drop(struct shadow_slot *sl, enum shadow_drop why, size_t n_rules)
-{
-	inc(&sl->dropped[why], 1);
-	count_error(sl, SHADOW_CAUSE_DROPPED, n_rules);
 }
 
 /* Whether a mirror may start now: -1 if so, else the reason to drop it. */
 static int mirror_budget(const struct shadow_worker *sw, const struct proxy_live *live)
 {
-	size_t resp = evbuffer_get_length(live->resp_body);
-	/* what ctx_new will hold: a live body over COMPARE_BODY_MAX is not copied */
-	size_t need = (resp > COMPARE_BODY_MAX ? 0 : resp) + live->req_body_len;
-	if (sw->inflight >= live->snap->cfg->shadow.max_inflight)
+	if (sw->failed)
+		return SHADOW_DROP_INTERNAL;
+	/* only this thread adds: what it reads can only shrink meanwhile */
+	if (atomic_load_explicit(&sw->inflight, memory_order_relaxed) >=
+	    live->snap->cfg->shadow.max_inflight)
 		return SHADOW_DROP_BUDGET;
-	if (sw->inflight_bytes + need > SHADOW_INFLIGHT_BYTES_MAX)
+	if (atomic_load_explicit(&sw->inflight_bytes, memory_order_relaxed) + live_copy_len(live) >
+	    SHADOW_INFLIGHT_BYTES_MAX)
 		return SHADOW_DROP_BYTES;
 	return -1;
 }
 
-/* Link c into sw's in-flight list and budget (ctx_free undoes it). */
-static void ctx_link(struct shadow_worker *sw, struct shadow_ctx *c, struct shadow_rules *rules,
-                     struct route_snapshot *s)
+/* Take c's budget and hand it to the shadow thread (which owns it from now on). */
+static void ctx_push(struct shadow_worker *sw, struct shadow_ctx *c, struct route_snapshot *s)
 {
-	c->rules = rules;
-	rules->refs++;
 	route_snapshot_ref(s);
 	c->snap = s;
-	c->next = sw->ctxs;
-	if (sw->ctxs)
-		sw->ctxs->prev = c;
-	sw->ctxs = c;
-	sw->inflight++;
-	sw->inflight_bytes += c->bytes;
+	atomic_fetch_add_explicit(&sw->inflight, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&sw->inflight_bytes, c->bytes, memory_order_relaxed);
+	pthread_mutex_lock(&sw->mu);
+	if (sw->q_tail)
+		sw->q_tail->next = c;
+	else
+		sw->q_head = c;
+	sw->q_tail = c;
+	int wake = !sw->wake_pending;
+	sw->wake_pending = 1;
+	pthread_mutex_unlock(&sw->mu);
+	if (wake)
+		event_active(sw->wake_ev, EV_READ, 1);
 }
 
 int shadow_after_live(const struct proxy_live *live)
@@ -564,27 +750,19 @@ int shadow_after_live(const struct proxy_live *live)
 	struct shadow_worker *sw = worker_state(live->w);
 	if (!sw || slot < 0 || slot >= STATS_MAX_SLOTS)
 		return -1;
-	struct shadow_slot *sl = &sw->slots[slot];
-	struct shadow_rules *rules = rules_for(sw, s);
-	size_t n_rules = rules ? compare_rules_count(rules->rules) : s->cfg->shadow.n_rules;
-	int why = rules ? mirror_budget(sw, live) : SHADOW_DROP_INTERNAL;
+	struct shadow_slot *sl = &sw->fg[slot];
+	int why = mirror_budget(sw, live);
 	ssize_t ep = why < 0 ? route_endpoint_pick(s, cand) : -1;
 	if (why < 0 && ep < 0)
 		why = SHADOW_DROP_NO_ENDPOINT;
-	struct shadow_ctx *c = why < 0 ? ctx_new(sw, live, cand, slot) : NULL;
+	struct shadow_ctx *c = why < 0 && live->method ? ctx_new(sw, live, cand, ep, slot) : NULL;
 	if (why < 0 && !c)
 		why = SHADOW_DROP_INTERNAL;
-	if (why < 0) {
-		ctx_link(sw, c, rules, s);
-		if (mirror_submit(c, live, ep) < 0) {
-			ctx_free(c);
-			why = SHADOW_DROP_INTERNAL;
-		}
-	}
 	if (why >= 0) {
-		drop(sl, (enum shadow_drop)why, n_rules);
+		drop(sl, (enum shadow_drop)why, s->cfg->shadow.n_rules);
 		return why; /* observability: the access log's "shadow" */
 	}
+	ctx_push(sw, c, s);
 	inc(&sl->mirrored, 1);
 	return SHADOW_DROP_N;
 }
@@ -594,13 +772,24 @@ void shadow_worker_free(struct worker *w)
 	struct shadow_worker *sw = w ? w->shadow : NULL;
 	if (!sw)
 		return;
-	/* The worker's thread has ended: its transfers never call back. */
-	while (sw->ctxs) {
-		sw->ctxs->xfer = NULL;
-		ctx_free(sw->ctxs);
+	/* The worker's thread has ended: nothing is pushed any more. */
+	if (sw->started) {
+		pthread_mutex_lock(&sw->mu);
+		sw->stop = 1;
+		pthread_mutex_unlock(&sw->mu);
+		event_active(sw->wake_ev, EV_READ, 1);
+		pthread_join(sw->thread, NULL);
+	}
+	while (sw->q_head) { /* queued, never started */
+		struct shadow_ctx *c = sw->q_head;
+		sw->q_head = c->next;
+		ctx_release(c);
 	}
 	rules_unref(sw->cur);
-	sw->cur = NULL;
+	if (sw->wake_ev)
+		event_free(sw->wake_ev);
+	if (sw->base)
+		event_base_free(sw->base);
 	pthread_mutex_lock(&reg_mu);
 	for (struct shadow_worker **pp = &reg_head; *pp; pp = &(*pp)->next) {
 		if (*pp == sw) {
@@ -624,10 +813,10 @@ void shadow_worker_free(struct worker *w)
 	for (size_t i = 0; i < n_close; i++)
 		shadowlog_close(closing[i]);
 	for (size_t i = 0; i < STATS_MAX_SLOTS; i++) {
-		free(atomic_load(&sw->slots[i].latency));
-		free(atomic_load(&sw->slots[i].diff_pos));
-		free(atomic_load(&sw->slots[i].diff_neg));
+		slot_free(&sw->fg[i]);
+		slot_free(&sw->bg[i]);
 	}
+	pthread_mutex_destroy(&sw->mu);
 	free(sw);
 	w->shadow = NULL;
 }
@@ -647,16 +836,23 @@ void shadow_merge(int slot, struct shadow_variant_stats *out)
 		return;
 	pthread_mutex_lock(&reg_mu);
 	for (struct shadow_worker *sw = reg_head; sw; sw = sw->next) {
-		struct shadow_slot *sl = &sw->slots[slot];
-		load_add(&out->mirrored, &sl->mirrored, 1);
-		load_add(out->dropped, sl->dropped, SHADOW_DROP_N);
-		load_add(out->results, sl->results, 3);
-		load_add(out->causes, sl->causes, SHADOW_CAUSE_N);
-		for (size_t r = 0; r < CONFIG_MAX_RULES; r++)
-			load_add(out->rules[r], sl->rules[r], 3);
-		hist_merge(&sl->latency, &out->latency);
-		hist_merge(&sl->diff_pos, &out->diff_pos);
-		hist_merge(&sl->diff_neg, &out->diff_neg);
+		/* bg's "mirrored" counts mirrors that could not start after all */
+		uint64_t handed =
+		    atomic_load_explicit(&sw->fg[slot].mirrored, memory_order_relaxed);
+		uint64_t undone =
+		    atomic_load_explicit(&sw->bg[slot].mirrored, memory_order_relaxed);
+		out->mirrored += handed > undone ? handed - undone : 0;
+		for (int half = 0; half < 2; half++) {
+			struct shadow_slot *sl = half ? &sw->bg[slot] : &sw->fg[slot];
+			load_add(out->dropped, sl->dropped, SHADOW_DROP_N);
+			load_add(out->results, sl->results, 3);
+			load_add(out->causes, sl->causes, SHADOW_CAUSE_N);
+			for (size_t r = 0; r < CONFIG_MAX_RULES; r++)
+				load_add(out->rules[r], sl->rules[r], 3);
+			hist_merge(&sl->latency, &out->latency);
+			hist_merge(&sl->diff_pos, &out->diff_pos);
+			hist_merge(&sl->diff_neg, &out->diff_neg);
+		}
 	}
 	pthread_mutex_unlock(&reg_mu);
 }

@@ -459,6 +459,108 @@ static void test_huge(void **state)
 	free(h);
 }
 
+/*
+ * The byte fast path: identical answers must be judged exactly as the full
+ * parse judges them. The same body with a trailing space is not identical
+ * (full path) but is the same JSON, so both judgements must match, rule by
+ * rule, for every body, valid or not, that the fast path's scan sees.
+ */
+static void test_identical_bytes(void **state)
+{
+	static const struct config_compare_rule rows[] = {
+	    {.path = "a", .mode = CONFIG_COMPARE_EXACT},
+	    {.path = "outputs[name=p].data", .mode = CONFIG_COMPARE_NUMERIC, .abs_tolerance = 1e-3},
+	};
+	static const struct config_compare_rule argmax_row[] = {
+	    {.path = "a", .mode = CONFIG_COMPARE_ARGMAX},
+	};
+	char deep64[200] = "", deep65[200] = "";
+	for (int i = 0; i < 64; i++)
+		strcat(deep64, "[");
+	for (int i = 0; i < 64; i++)
+		strcat(deep64, "]");
+	for (int i = 0; i < 65; i++)
+		strcat(deep65, "[");
+	for (int i = 0; i < 65; i++)
+		strcat(deep65, "]");
+	const char *bodies[] = {
+	    "{\"a\":3,\"outputs\":[{\"name\":\"p\",\"data\":[0.1,0.9e-2,-1E+2]}]}",
+	    "{ \"a\" : [1, 2.5, true, false, null, \"x\\n\\u00e9\\/\"] }",
+	    "hello",
+	    "",
+	    "   ",
+	    "{\"a\":1",
+	    "{\"a\":1,}",
+	    "[1,]",
+	    "01",
+	    "-",
+	    "1.",
+	    "1e",
+	    "3",
+	    "\"x\"",
+	    "null",
+	    "{} x",
+	    "{\"a\":1e400}",
+	    "{\"a\":123456789012345678901234567890}",
+	    "{\"a\":\"\\ud800\"}",
+	    "{\"a\":\"\\u0000\"}",
+	    "{\"\\u0000\":1}",
+	    "{\"a\":\"caf\xc3\xa9\"}",
+	    "{\"a\":\"\xff\"}",
+	    "{\"a\":\"tab\there\"}",
+	    "{\"a\":\"\\q\"}",
+	    "{\"a\":1,\"a\":2}",
+	    "{\"a\" 1}",
+	    "[\"unterminated]",
+	    deep64,
+	    deep65,
+	};
+	struct compare_rules *sets[] = {rules_of(rows, 2, NULL, 0),
+	                                rules_of(argmax_row, 1, NULL, 0)};
+	struct compare_outcome same, spaced;
+	for (size_t k = 0; k < sizeof(sets) / sizeof(sets[0]); k++) {
+		for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+			const char *b = bodies[i];
+			size_t n = strlen(b);
+			char *sp = malloc(n + 2);
+			assert_non_null(sp);
+			memcpy(sp, b, n);
+			memcpy(sp + n, " ", 2);
+			enum compare_result r1 =
+			    compare_responses(sets[k], 200, b, n, 200, b, n, &same);
+			enum compare_result r2 =
+			    compare_responses(sets[k], 200, b, n, 200, sp, n + 1, &spaced);
+			if (r1 != r2)
+				fail_msg("rules %zu, body %zu '%s': identical %s, full parse %s", k,
+				         i, b, compare_result_name(r1), compare_result_name(r2));
+			assert_int_equal(same.n_rules, spaced.n_rules);
+			for (size_t j = 0; j < same.n_rules; j++)
+				if (same.rule_result[j] != spaced.rule_result[j])
+					fail_msg("rules %zu, body %zu, rule %zu: %s vs %s", k, i, j,
+					         compare_result_name(same.rule_result[j]),
+					         compare_result_name(spaced.rule_result[j]));
+			free(sp);
+		}
+		compare_rules_free(sets[k]);
+	}
+	/* the judgements are not all alike: the test can tell the paths apart */
+	struct compare_rules *r = rules_of(rows, 2, NULL, 0);
+	assert_int_equal(cmp(r, bodies[0], bodies[0], &same), COMPARE_AGREE);
+	assert_int_equal(same.n_rules, 2);
+	assert_int_equal(same.rule_result[1], COMPARE_AGREE);
+	assert_int_equal(cmp(r, "hello", "hello", &same), COMPARE_ERROR);
+	assert_non_null(strstr(same.error, "not JSON"));
+	assert_int_equal(cmp(r, deep65, deep65, &same), COMPARE_ERROR);
+	compare_rules_free(r);
+	/* with no rules identical bytes agree, JSON or not; status still counts */
+	r = rules_of(NULL, 0, NULL, 0);
+	assert_int_equal(cmp(r, "hello", "hello", &same), COMPARE_AGREE);
+	assert_int_equal(cmp(r, "", "", &same), COMPARE_AGREE);
+	assert_int_equal(compare_responses(r, 200, "{}", 2, 500, "{}", 2, &same), COMPARE_DISAGREE);
+	assert_int_equal(same.where, COMPARE_WHERE_STATUS);
+	compare_rules_free(r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -477,6 +579,7 @@ int main(void)
 	    cmocka_unit_test(test_json_escape_bounds),
 	    cmocka_unit_test(test_deep_nesting),
 	    cmocka_unit_test(test_huge),
+	    cmocka_unit_test(test_identical_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
