@@ -1,0 +1,675 @@
+/*
+ * test_h1client.c - unit tests for router/h1client.c against a tiny scripted
+ * HTTP server on 127.0.0.1 running on the same event_base: each test sets the
+ * raw bytes the server answers and how it behaves (close after the answer,
+ * close instead of answering, never answer, read late), then checks what the
+ * engine reports and how many connections the server accepted.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "h1client.h"
+#include "upstream.h"
+
+#define MAX_CONNS 8
+
+enum srv_mode {
+	SRV_ANSWER,       /* answer each request with reply */
+	SRV_ANSWER_CLOSE, /* answer, then close */
+	SRV_SILENT,       /* read, never answer */
+	SRV_CLOSE_2ND,    /* answer the first request of a connection, close on the second */
+	SRV_CLOSE_NOW,    /* close on the request, no answer */
+};
+
+struct srv;
+
+struct sconn {
+	struct srv *s;
+	int fd;
+	struct event *ev;
+	struct evbuffer *in;
+	int served;
+};
+
+struct srv {
+	struct event_base *base;
+	int lfd, port;
+	struct event *lev;
+	int accepts, requests;
+	enum srv_mode mode;
+	const char *reply;
+	size_t reply_len;
+	int echo_len;           /* answer "<body bytes>:<sum of body bytes mod 65521>" */
+	int read_delay_ms;      /* do not read a connection until this long after accept */
+	uint64_t last_body_sum; /* of the last request body */
+	char last_req[1024];    /* the last request's first bytes */
+	struct sconn conns[MAX_CONNS];
+};
+
+struct fixture {
+	struct event_base *base;
+	struct srv srv;
+	struct h1client *c;
+};
+
+struct outcome {
+	int done;
+	enum upstream_err err;
+	long status;
+	char body[512];
+	size_t body_len;
+	char detail[256];
+	char link[64];
+	uint64_t elapsed_us;
+};
+
+static void sconn_close(struct sconn *k)
+{
+	if (k->ev)
+		event_free(k->ev);
+	if (k->in)
+		evbuffer_free(k->in);
+	if (k->fd >= 0)
+		close(k->fd);
+	memset(k, 0, sizeof(*k));
+	k->fd = -1;
+}
+
+/* Whether buf holds a whole request (head + Content-Length body); its length in *len. */
+static int whole_request(struct evbuffer *buf, size_t *len, size_t *body_at)
+{
+	struct evbuffer_ptr p = evbuffer_search(buf, "\r\n\r\n", 4, NULL);
+	if (p.pos < 0)
+		return 0;
+	size_t head = (size_t)p.pos + 4;
+	char *h = (char *)evbuffer_pullup(buf, (ev_ssize_t)head);
+	size_t cl = 0;
+	for (size_t i = 0; i + 16 < head; i++)
+		if (strncasecmp(h + i, "\r\nContent-Length:", 17) == 0)
+			cl = strtoul(h + i + 17, NULL, 10);
+	if (evbuffer_get_length(buf) < head + cl)
+		return 0;
+	*len = head + cl;
+	*body_at = head;
+	return 1;
+}
+
+static void srv_answer(struct srv *s, struct sconn *k, size_t body_len)
+{
+	if (s->echo_len) {
+		char a[64];
+		int n = snprintf(a, sizeof(a), "%zu:%llu", body_len,
+		                 (unsigned long long)s->last_body_sum);
+		char r[128];
+		int m =
+		    snprintf(r, sizeof(r), "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", n, a);
+		assert_int_equal(write(k->fd, r, (size_t)m), m);
+		return;
+	}
+	assert_int_equal(write(k->fd, s->reply, s->reply_len), (ssize_t)s->reply_len);
+}
+
+static void on_sconn(evutil_socket_t fd, short what, void *arg)
+{
+	struct sconn *k = arg;
+	struct srv *s = k->s;
+	(void)what;
+	int n = evbuffer_read(k->in, fd, 65536);
+	if (n <= 0) {
+		sconn_close(k);
+		return;
+	}
+	size_t len, body_at;
+	while (whole_request(k->in, &len, &body_at)) {
+		s->requests++;
+		memset(s->last_req, 0, sizeof(s->last_req));
+		evbuffer_copyout(k->in, s->last_req,
+		                 len < sizeof(s->last_req) ? len : sizeof(s->last_req) - 1);
+		uint64_t sum = 0;
+		unsigned char buf[4096];
+		evbuffer_drain(k->in, body_at);
+		for (size_t left = len - body_at; left > 0;) {
+			size_t m = left < sizeof(buf) ? left : sizeof(buf);
+			evbuffer_remove(k->in, buf, m);
+			for (size_t i = 0; i < m; i++)
+				sum = (sum + buf[i]) % 65521;
+			left -= m;
+		}
+		s->last_body_sum = sum;
+		if (s->mode == SRV_SILENT)
+			continue;
+		if (s->mode == SRV_CLOSE_NOW || (s->mode == SRV_CLOSE_2ND && k->served > 0)) {
+			sconn_close(k);
+			return;
+		}
+		srv_answer(s, k, len - body_at);
+		k->served++;
+		if (s->mode == SRV_ANSWER_CLOSE) {
+			sconn_close(k);
+			return;
+		}
+	}
+}
+
+static void on_read_later(evutil_socket_t fd, short what, void *arg)
+{
+	struct sconn *k = arg;
+	(void)fd;
+	(void)what;
+	event_add(k->ev, NULL);
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	struct srv *s = arg;
+	(void)what;
+	int a = accept(fd, NULL, NULL);
+	if (a < 0)
+		return;
+	s->accepts++;
+	struct sconn *k = NULL;
+	for (int i = 0; i < MAX_CONNS && k == NULL; i++)
+		if (s->conns[i].ev == NULL)
+			k = &s->conns[i];
+	if (k == NULL) {
+		close(a);
+		return;
+	}
+	evutil_make_socket_nonblocking(a);
+	k->s = s;
+	k->fd = a;
+	k->in = evbuffer_new();
+	k->ev = event_new(s->base, a, EV_READ | EV_PERSIST, on_sconn, k);
+	if (s->read_delay_ms) {
+		struct timeval tv = {0, s->read_delay_ms * 1000};
+		event_base_once(s->base, -1, EV_TIMEOUT, on_read_later, k, &tv);
+	} else {
+		event_add(k->ev, NULL);
+	}
+}
+
+static void srv_reply(struct srv *s, const char *reply)
+{
+	s->reply = reply;
+	s->reply_len = strlen(reply);
+}
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	char err[128];
+	fx->base = event_base_new();
+	struct srv *s = &fx->srv;
+	s->base = fx->base;
+	for (int i = 0; i < MAX_CONNS; i++)
+		s->conns[i].fd = -1;
+	s->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+	if (bind(s->lfd, (struct sockaddr *)&sin, sizeof(sin)) < 0 || listen(s->lfd, 16) < 0 ||
+	    getsockname(s->lfd, (struct sockaddr *)&sin, &len) < 0)
+		return -1;
+	s->port = ntohs(sin.sin_port);
+	s->lev = event_new(fx->base, s->lfd, EV_READ | EV_PERSIST, on_accept, s);
+	event_add(s->lev, NULL);
+	srv_reply(s, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Test: yes\r\n\r\nhello");
+	fx->c = h1client_new(fx->base, 4, err, sizeof(err));
+	*state = fx;
+	return fx->c ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	h1client_free(fx->c);
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (fx->srv.conns[i].ev)
+			sconn_close(&fx->srv.conns[i]);
+	event_free(fx->srv.lev);
+	close(fx->srv.lfd);
+	event_base_free(fx->base);
+	free(fx);
+	return 0;
+}
+
+static void on_done(const struct upstream_result *res, void *arg)
+{
+	struct outcome *o = arg;
+	o->done++;
+	o->err = res->err;
+	o->status = res->status;
+	o->body_len = evbuffer_get_length(res->body);
+	memset(o->body, 0, sizeof(o->body));
+	evbuffer_copyout(res->body, o->body, sizeof(o->body) - 1);
+	snprintf(o->detail, sizeof(o->detail), "%s", res->detail);
+	const char *h = evhttp_find_header(res->headers, "Link");
+	snprintf(o->link, sizeof(o->link), "%s", h ? h : "");
+	o->elapsed_us = res->elapsed_us;
+}
+
+/* Run the loop until o is done or 5 s pass (bounded). */
+static void run_until(struct fixture *fx, struct outcome *o)
+{
+	for (int i = 0; i < 500 && !o->done; i++) {
+		struct timeval tv = {0, 10000};
+		event_base_loopexit(fx->base, &tv);
+		event_base_dispatch(fx->base);
+	}
+}
+
+/* Run the loop for ms milliseconds. */
+static void run_for(struct fixture *fx, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	event_base_loopexit(fx->base, &tv);
+	event_base_dispatch(fx->base);
+}
+
+static struct upstream_transfer *submit_body(struct fixture *fx, const char *method,
+                                             const char *body, size_t body_len, uint32_t timeout_ms,
+                                             size_t max, struct outcome *o)
+{
+	char ep[64], err[256];
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", fx->srv.port);
+	static const char block[] = "X-From: test\r\n";
+	struct upstream_request r = {
+	    .method = method,
+	    .endpoint = ep,
+	    .target = "/x",
+	    .head_block = block,
+	    .head_block_len = sizeof(block) - 1,
+	    .body = body,
+	    .body_len = body_len,
+	    .timeout_ms = timeout_ms,
+	    .max_response = max,
+	    .cb = on_done,
+	    .arg = o,
+	};
+	memset(o, 0, sizeof(*o));
+	struct upstream_transfer *t = h1client_submit(fx->c, &r, err, sizeof(err));
+	assert_non_null(t);
+	return t;
+}
+
+static void get(struct fixture *fx, const char *method, size_t max, struct outcome *o)
+{
+	submit_body(fx, method, NULL, 0, 2000, max, o);
+	run_until(fx, o);
+	assert_int_equal(o->done, 1);
+}
+
+static void test_keepalive_reuse(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	for (int i = 0; i < 3; i++) {
+		get(fx, "GET", 1024, &o);
+		assert_int_equal(o.err, UPSTREAM_OK);
+		assert_int_equal(o.status, 200);
+		assert_string_equal(o.body, "hello");
+	}
+	assert_int_equal(fx->srv.accepts, 1);
+	assert_int_equal(fx->srv.requests, 3);
+	assert_int_equal(h1client_connects(fx->c), 1);
+	assert_int_equal(h1client_idle(fx->c), 1);
+	assert_int_equal(h1client_inflight(fx->c), 0);
+}
+
+static void test_chunked(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                    "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: t\r\n\r\n");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_string_equal(o.body, "hello world");
+	get(fx, "GET", 1024, &o); /* the connection is reusable after the last chunk */
+	assert_string_equal(o.body, "hello world");
+	assert_int_equal(fx->srv.accepts, 1);
+	/* a chunked body over max_response */
+	get(fx, "GET", 8, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_PROTOCOL);
+	assert_non_null(strstr(o.detail, "size limit"));
+	/* a bad chunk size */
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_PROTOCOL);
+	assert_non_null(strstr(o.detail, "chunk size"));
+}
+
+static void test_close_delimited(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	fx->srv.mode = SRV_ANSWER_CLOSE;
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nuntil the end");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_string_equal(o.body, "until the end");
+	assert_int_equal(h1client_idle(fx->c), 0); /* never pooled */
+	get(fx, "GET", 1024, &o);
+	assert_string_equal(o.body, "until the end");
+	assert_int_equal(fx->srv.accepts, 2);
+	/* over max_response */
+	get(fx, "GET", 5, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_PROTOCOL);
+	/* HTTP/1.0 with a length and Connection: close are not pooled either */
+	fx->srv.mode = SRV_ANSWER;
+	srv_reply(&fx->srv, "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok");
+	get(fx, "GET", 1024, &o);
+	assert_string_equal(o.body, "ok");
+	assert_int_equal(h1client_idle(fx->c), 0);
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+	get(fx, "GET", 1024, &o);
+	assert_string_equal(o.body, "ok");
+	assert_int_equal(h1client_idle(fx->c), 0);
+}
+
+static void test_interim_and_no_body(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	srv_reply(&fx->srv,
+	          "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+	          "Link: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_int_equal(o.status, 201);
+	assert_string_equal(o.body, "ok");
+	assert_string_equal(o.link, ""); /* 1xx headers are not the response's */
+	/* HEAD: a length but no body, and the connection stays usable */
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+	get(fx, "HEAD", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_int_equal(o.body_len, 0);
+	srv_reply(&fx->srv, "HTTP/1.1 204 No Content\r\n\r\n");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.status, 204);
+	srv_reply(&fx->srv, "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.status, 304);
+	assert_int_equal(o.body_len, 0);
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+	get(fx, "GET", 1024, &o);
+	assert_string_equal(o.body, "hello");
+	assert_int_equal(fx->srv.accepts, 1);
+}
+
+static void test_garbage(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	static const char *const bad[] = {
+	    "SSH-2.0-OpenSSH_9.2\r\n",
+	    "HTTP/1.1 2x0 OK\r\n\r\n",
+	    "HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+	    "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+	    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+	    "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+	    "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		srv_reply(&fx->srv, bad[i]);
+		get(fx, "GET", 1024, &o);
+		assert_int_equal(o.err, UPSTREAM_ERR_PROTOCOL);
+		assert_true(strlen(o.detail) > 10);
+	}
+	srv_reply(&fx->srv, bad[0]);
+	get(fx, "GET", 1024, &o);
+	assert_non_null(strstr(o.detail, "malformed status line 'SSH-2.0"));
+	assert_int_equal(h1client_idle(fx->c), 0); /* a broken connection is not pooled */
+}
+
+static void test_header_limits(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	size_t cap = 300 * 16 + 64;
+	char *r = malloc(cap);
+	size_t n = (size_t)snprintf(r, cap, "HTTP/1.1 200 OK\r\n");
+	for (int i = 0; i < 300; i++)
+		n += (size_t)snprintf(r + n, cap - n, "X-H%d: v\r\n", i);
+	snprintf(r + n, cap - n, "Content-Length: 0\r\n\r\n");
+	srv_reply(&fx->srv, r);
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_PROTOCOL);
+	assert_non_null(strstr(o.detail, "over the limit"));
+	free(r);
+	/* one line over 8 KiB */
+	cap = 10000;
+	r = malloc(cap);
+	n = (size_t)snprintf(r, cap, "HTTP/1.1 200 OK\r\nX-Long: ");
+	memset(r + n, 'a', 9000);
+	snprintf(r + n + 9000, cap - n - 9000, "\r\n\r\n");
+	srv_reply(&fx->srv, r);
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_PROTOCOL);
+	free(r);
+	/* a Content-Length over max_response fails before reading the body */
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n");
+	get(fx, "GET", 99, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_PROTOCOL);
+	assert_non_null(strstr(o.detail, "size limit"));
+}
+
+static void test_timeout(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	fx->srv.mode = SRV_SILENT;
+	submit_body(fx, "GET", NULL, 0, 200, 1024, &o);
+	run_until(fx, &o);
+	assert_int_equal(o.done, 1);
+	assert_int_equal(o.err, UPSTREAM_ERR_TIMEOUT);
+	assert_true(o.elapsed_us >= 190000 && o.elapsed_us < 2000000);
+	assert_int_equal(h1client_idle(fx->c), 0);
+}
+
+static void test_refused(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	char ep[64], err[256];
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	getsockname(fd, (struct sockaddr *)&sin, &len);
+	close(fd); /* a port nobody listens on */
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/p", ntohs(sin.sin_port));
+	struct upstream_request r = {
+	    .method = "GET", .url = ep, .max_response = 10, .cb = on_done, .arg = &o};
+	memset(&o, 0, sizeof(o));
+	assert_non_null(h1client_submit(fx->c, &r, err, sizeof(err)));
+	assert_int_equal(o.done, 0); /* never from inside submit */
+	run_until(fx, &o);
+	assert_int_equal(o.done, 1);
+	assert_int_equal(o.err, UPSTREAM_ERR_CONNECT);
+	assert_non_null(strstr(o.detail, "refused"));
+}
+
+static void test_idle_closed_by_peer(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(h1client_idle(fx->c), 1);
+	sconn_close(&fx->srv.conns[0]); /* the backend's keep-alive timeout */
+	for (int i = 0; i < 100 && h1client_idle(fx->c) > 0; i++)
+		run_for(fx, 10);
+	assert_int_equal(h1client_idle(fx->c), 0); /* noticed while idle */
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_int_equal(fx->srv.accepts, 2);
+}
+
+/* The keep-alive race: a reused connection dies on the request: sent once more. */
+static void test_reused_dies(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	fx->srv.mode = SRV_CLOSE_2ND;
+	get(fx, "GET", 1024, &o);
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_string_equal(o.body, "hello");
+	assert_int_equal(fx->srv.accepts, 2);
+	assert_int_equal(fx->srv.requests, 3); /* it did reach the backend twice */
+	/* the same, but the re-send finds nobody listening: "reset", not "connect" */
+	event_del(fx->srv.lev);
+	close(fx->srv.lfd);
+	fx->srv.lfd = socket(AF_INET, SOCK_STREAM, 0); /* teardown closes it */
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_RESET);
+	assert_non_null(strstr(o.detail, "refused"));
+}
+
+/* A fresh connection that closes without an answer: a reset, never sent again. */
+static void test_fresh_conn_closed(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	fx->srv.mode = SRV_CLOSE_NOW;
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_RESET);
+	assert_non_null(strstr(o.detail, "without answering"));
+	assert_int_equal(fx->srv.accepts, 1);
+	assert_int_equal(fx->srv.requests, 1);
+	/* closed in the middle of a body: a reset too */
+	fx->srv.mode = SRV_ANSWER_CLOSE;
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_RESET);
+	assert_non_null(strstr(o.detail, "middle"));
+}
+
+static void test_big_body_partial_writes(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	size_t n = 8u << 20;
+	char *body = malloc(n);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < n; i++) {
+		body[i] = (char)('a' + i % 23);
+		sum = (sum + (unsigned char)body[i]) % 65521;
+	}
+	fx->srv.echo_len = 1;
+	fx->srv.read_delay_ms = 100; /* the socket buffers fill: writes are partial */
+	submit_body(fx, "POST", body, n, 10000, 1024, &o);
+	for (int i = 0; i < 20 && !o.done; i++)
+		run_until(fx, &o);
+	assert_int_equal(o.done, 1);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	char want[64];
+	snprintf(want, sizeof(want), "%zu:%llu", n, (unsigned long long)sum);
+	assert_string_equal(o.body, want);
+	free(body);
+}
+
+static void test_cancel(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	fx->srv.mode = SRV_SILENT;
+	struct upstream_transfer *t = submit_body(fx, "GET", NULL, 0, 0, 1024, &o);
+	run_for(fx, 50);
+	assert_int_equal(h1client_inflight(fx->c), 1);
+	h1client_cancel(t);
+	assert_int_equal(h1client_inflight(fx->c), 0);
+	run_for(fx, 50);
+	assert_int_equal(o.done, 0);
+	/* and freeing with transfers in flight calls nobody */
+	submit_body(fx, "GET", NULL, 0, 0, 1024, &o);
+	run_for(fx, 20);
+}
+
+/* What the engine writes: request line, Host first, the block, our framing. */
+static void test_request_bytes(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	char ep[64], err[256], want[256];
+	submit_body(fx, "POST", "abc", 3, 0, 1024, &o);
+	run_until(fx, &o);
+	snprintf(want, sizeof(want),
+	         "POST /x HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nX-From: test\r\nContent-Length: "
+	         "3\r\n\r\nabc",
+	         fx->srv.port);
+	assert_string_equal(fx->srv.last_req, want);
+	/* libcurl-style lines: "Name;" is an empty header, "Name:" none, Host replaced */
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d/p?q=1", fx->srv.port);
+	struct curl_slist *l = curl_slist_append(NULL, "X-Empty;");
+	l = curl_slist_append(l, "Accept:");
+	l = curl_slist_append(l, "Host: other");
+	struct upstream_request r = {
+	    .method = "GET", .url = ep, .headers = l, .max_response = 10, .cb = on_done, .arg = &o};
+	memset(&o, 0, sizeof(o));
+	assert_non_null(h1client_submit(fx->c, &r, err, sizeof(err)));
+	run_until(fx, &o);
+	assert_string_equal(fx->srv.last_req,
+	                    "GET /p?q=1 HTTP/1.1\r\nX-Empty: \r\nHost: other\r\n\r\n");
+	/* a header block that does not end in CRLF, a target with a space: refused at submit */
+	r = (struct upstream_request){.method = "GET",
+	                              .endpoint = ep,
+	                              .target = "/",
+	                              .head_block = "X: y",
+	                              .head_block_len = 4,
+	                              .cb = on_done,
+	                              .arg = &o};
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", fx->srv.port);
+	assert_null(h1client_submit(fx->c, &r, err, sizeof(err)));
+	r.head_block_len = 0;
+	r.target = "/a b";
+	assert_null(h1client_submit(fx->c, &r, err, sizeof(err)));
+	assert_int_equal(h1client_inflight(fx->c), 0);
+	/* host names and https are not served: libcurl's */
+	r.endpoint = "http://example.invalid:80";
+	assert_int_equal(h1client_serves(fx->c, &r), 0);
+	r.endpoint = "https://127.0.0.1:1";
+	assert_int_equal(h1client_serves(fx->c, &r), 0);
+	r.endpoint = "http://[::1]:1";
+	assert_int_equal(h1client_serves(fx->c, &r), 1);
+	r.endpoint = "http://localhost:1";
+	assert_int_equal(h1client_serves(fx->c, &r), 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_keepalive_reuse, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_chunked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_close_delimited, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_interim_and_no_body, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_header_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_idle_closed_by_peer, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reused_dies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_fresh_conn_closed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_big_body_partial_writes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_request_bytes, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
