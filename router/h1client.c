@@ -702,10 +702,10 @@ static int has_token(const char *v, size_t n, const char *tok, int *last)
 	return found;
 }
 
-/* The framing headers, as they go by. 0, or -1 with x->detail set. */
-static int note_framing(struct h1_xfer *x, const char *k, const char *v, size_t vn)
+/* The framing headers, as they go by (k: kl bytes). 0, or -1 with x->detail set. */
+static int note_framing(struct h1_xfer *x, const char *k, size_t kl, const char *v, size_t vn)
 {
-	if (strcasecmp(k, "Content-Length") == 0) {
+	if (kl == 14 && strncasecmp(k, "Content-Length", 14) == 0) {
 		uint64_t cl = 0;
 		if (vn == 0 || vn > 19)
 			goto bad_cl;
@@ -721,10 +721,10 @@ static int note_framing(struct h1_xfer *x, const char *k, const char *v, size_t 
 		}
 		x->has_cl = 1;
 		x->cl = cl;
-	} else if (strcasecmp(k, "Transfer-Encoding") == 0) {
+	} else if (kl == 17 && strncasecmp(k, "Transfer-Encoding", 17) == 0) {
 		x->has_te = 1;
 		has_token(v, vn, "chunked", &x->te_chunked);
-	} else if (strcasecmp(k, "Connection") == 0) {
+	} else if (kl == 10 && strncasecmp(k, "Connection", 10) == 0) {
 		x->close_token |= has_token(v, vn, "close", NULL);
 	}
 	return 0;
@@ -770,17 +770,27 @@ static int parse_header(struct h1_xfer *x, const char *l, size_t n)
 	}
 	if (x->in_1xx)
 		return 0;
-	char key[H1_MAX_KEY + 1], val[H1_MAX_LINE + 1];
+	if (note_framing(x, l, kl, v, vn) < 0)
+		return -1;
+	/* evhttp_add_header would validate and copy again: the entry is built
+	 * here, with the allocator evhttp_clear_headers frees with (libevent's
+	 * default, malloc: turnout never replaces it). */
+	struct evkeyval *kv = malloc(sizeof(*kv));
+	char *key = malloc(kl + 1), *val = malloc(vn + 1);
+	if (kv == NULL || key == NULL || val == NULL) {
+		free(kv);
+		free(key);
+		free(val);
+		snprintf(x->detail, sizeof(x->detail), "out of memory for a response header");
+		return -1;
+	}
 	memcpy(key, l, kl);
 	key[kl] = '\0';
 	memcpy(val, v, vn);
 	val[vn] = '\0';
-	if (note_framing(x, key, v, vn) < 0)
-		return -1;
-	if (evhttp_add_header(&x->headers, key, val) < 0) {
-		snprintf(x->detail, sizeof(x->detail), "cannot store a response header");
-		return -1;
-	}
+	kv->key = key;
+	kv->value = val;
+	TAILQ_INSERT_TAIL(&x->headers, kv, next);
 	return 0;
 }
 

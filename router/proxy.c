@@ -135,8 +135,9 @@ static int in_token_list(const char *list, const char *name)
 
 int proxy_is_hop_by_hop(const char *name, const char *connection)
 {
+	int first = name[0] | 0x20; /* most names differ at once: no strcasecmp call */
 	for (size_t i = 0; i < sizeof(hop_by_hop) / sizeof(hop_by_hop[0]); i++)
-		if (strcasecmp(name, hop_by_hop[i]) == 0)
+		if ((hop_by_hop[i][0] | 0x20) == first && strcasecmp(name, hop_by_hop[i]) == 0)
 			return 1;
 	return connection != NULL && in_token_list(connection, name);
 }

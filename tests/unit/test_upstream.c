@@ -2,7 +2,8 @@
  * test_upstream.c - unit tests for router/upstream.c against a real evhttp
  * server on 127.0.0.1 running on the same event_base: GET and POST with an
  * owned body copy, response headers, a refused port, a timeout, a response
- * over max_response, cancel (no callback), and keep-alive reuse.
+ * over max_response, cancel (no callback), and the same request (endpoint +
+ * target + header block) through the built-in client and through libcurl.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -58,7 +59,12 @@ static void on_server(struct evhttp_request *req, void *arg)
 	const char *uri = evhttp_request_get_uri(req);
 	struct evbuffer *out = evhttp_request_get_output_buffer(req);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Test", "yes");
-	if (strcmp(uri, "/echo") == 0) {
+	if (strcmp(uri, "/hdr") == 0) { /* the request's X-From, and whether X-Empty came */
+		const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+		const char *from = evhttp_find_header(in, "X-From");
+		const char *empty = evhttp_find_header(in, "X-Empty");
+		evbuffer_add_printf(out, "%s|%s", from ? from : "-", empty ? "empty" : "none");
+	} else if (strcmp(uri, "/echo") == 0) {
 		evbuffer_add_buffer(out, evhttp_request_get_input_buffer(req));
 	} else if (strcmp(uri, "/big") == 0) {
 		for (int i = 0; i < 4096; i++)
@@ -252,6 +258,38 @@ static void test_free_with_inflight(void **state)
 	assert_int_equal(o.done, 0);
 }
 
+/* endpoint + target + head_block: both clients send the same request. */
+static void test_both_clients(void **state)
+{
+	struct fixture *fx = *state;
+	char ep[64], err[256];
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", fx->port);
+	static const char block[] = "X-From: block\r\nX-Empty: \r\n";
+	for (int c = 0; c < 2; c++) {
+		struct outcome o = {0};
+		struct upstream_request r = {
+		    .method = "POST",
+		    .endpoint = ep,
+		    .target = "/hdr",
+		    .head_block = block,
+		    .head_block_len = sizeof(block) - 1,
+		    .client = c ? UPSTREAM_CLIENT_LIBCURL : UPSTREAM_CLIENT_BUILTIN,
+		    .body = "x",
+		    .body_len = 1,
+		    .timeout_ms = 2000,
+		    .max_response = 1024,
+		    .cb = on_done,
+		    .arg = &o,
+		};
+		assert_non_null(upstream_submit(fx->up, &r, err, sizeof(err)));
+		assert_int_equal(upstream_inflight(fx->up), 1);
+		run_until(fx, &o);
+		assert_int_equal(o.err, UPSTREAM_OK);
+		assert_string_equal(o.body, "block|empty");
+		assert_string_equal(o.header, "yes");
+	}
+}
+
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -260,6 +298,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_free_with_inflight, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_both_clients, setup, teardown),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
