@@ -69,6 +69,11 @@ static void test_hop_by_hop(void **state)
 	assert_true(proxy_is_hop_by_hop("Upgrade", NULL));
 	assert_true(proxy_is_hop_by_hop("Proxy-Authorization", NULL));
 	assert_false(proxy_is_hop_by_hop("X-Secret", NULL));
+	assert_true(proxy_is_hop_by_hop("TRANSFER-ENCODING", NULL));
+	assert_true(proxy_is_hop_by_hop("trailer", NULL));
+	assert_false(proxy_is_hop_by_hop("Tea", NULL));
+	assert_false(proxy_is_hop_by_hop("Content-Type", NULL));
+	assert_false(proxy_is_hop_by_hop("", NULL));
 	assert_true(proxy_is_hop_by_hop("X-Secret", "keep-alive, x-secret"));
 	assert_true(proxy_is_hop_by_hop("X-Secret", "X-Secret"));
 	assert_false(proxy_is_hop_by_hop("X-Secret", "X-Secretive, close"));
