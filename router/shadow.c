@@ -490,7 +490,13 @@ static void *shadow_main(void *arg)
 /* Set up and start sw's thread; 0, or -1 with a reason in err (sw->failed set). */
 static int thread_start(struct shadow_worker *sw, char *err, size_t errlen)
 {
-	sw->base = event_base_new();
+	struct event_config *ecfg = event_config_new();
+	if (ecfg) {
+		/* as the workers: batch epoll_ctl changes per loop turn (libcurl toggles often) */
+		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+		sw->base = event_base_new_with_config(ecfg);
+		event_config_free(ecfg);
+	}
 	if (!sw->base || !(sw->wake_ev = event_new(sw->base, -1, 0, on_wake, sw))) {
 		snprintf(err, errlen, "cannot set up its event loop");
 		goto fail;

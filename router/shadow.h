@@ -2,25 +2,29 @@
  * shadow.h - shadow mode: mirror live requests to the candidate, compare the
  * two answers, count agreement, log disagreements.
  *
- * The mirror is sent after the live answer is complete (from proxy.c's
- * SHADOW HOOK, on the worker's thread) with its own copy of the request body
- * and headers (X-Forwarded-For and X-Forwarded-Host as the live request got
- * them; upstream_tls as for live traffic), "X-Turnout-Shadow: 1", its own
- * timeout (shadow.timeout) and a
- * per-worker in-flight budget (shadow.max_inflight requests and
- * SHADOW_INFLIGHT_BYTES_MAX bytes). The client's answer never waits for it:
- * the live reply is sent right after the hook returns, and the hook only
- * copies and submits. A mirror that does not fit is dropped and counted with
- * its reason (and as a comparison error); nothing is ever queued.
+ * The mirror is sent after the live answer is complete, with its own copy of
+ * the request body and headers (X-Forwarded-For and X-Forwarded-Host as the
+ * live request got them; upstream_tls as for live traffic),
+ * "X-Turnout-Shadow: 1", its own timeout (shadow.timeout) and a per-worker
+ * in-flight budget (shadow.max_inflight requests and
+ * SHADOW_INFLIGHT_BYTES_MAX bytes, counting mirrors handed over and not yet
+ * finished). The client's answer never waits for it: proxy.c's SHADOW HOOK
+ * (on the worker's thread) only samples, copies once and hands the copy to
+ * the worker's shadow thread, which has its own event loop and upstream
+ * engine and does the transfer, the comparison, the disagreement log and the
+ * shadow counters. A mirror that does not fit the budget is dropped and
+ * counted with its reason (and as a comparison error); the hand-over queue is
+ * bounded by the same budget.
  *
  * Sampling: shadow.percent of live requests whose live pick was not the
  * candidate. With a sticky key (header or cookie) the draw is sticky on that
  * key, with a hash independent of the canary's (salt + "/shadow"), so that the
  * shadowed users are not the canary users; otherwise it is random.
  *
- * Counters live in per-worker shards written only by their worker and merged
- * on read (shadow_merge, shadow_status_json), per candidate variant, keyed by
- * the variant's stats slot (stats.h).
+ * Counters live in per-worker shards, two per worker (one written only by the
+ * worker's thread, one only by its shadow thread), merged on read
+ * (shadow_merge, shadow_status_json), per candidate variant, keyed by the
+ * variant's stats slot (stats.h).
  */
 #ifndef TURNOUT_SHADOW_H
 #define TURNOUT_SHADOW_H
@@ -74,18 +78,21 @@ struct shadow_variant_stats {
 /*
  * The SHADOW HOOK: called by proxy.c on the worker's thread when a live
  * exchange completed, before the live reply is sent. Decides whether to
- * mirror, and if so copies what it needs and submits the mirror. Never
- * blocks, never alters live (its response body is only copied). Returns what
- * happened, for the access log: -1 not sampled (or no candidate),
- * SHADOW_DROP_N mirrored, else the enum shadow_drop reason it was dropped for.
+ * mirror, and if so copies what it needs and hands it to the worker's shadow
+ * thread (started on the first mirror). Never waits (the hand-over lock is
+ * held for a list append), never alters live (its response body is only
+ * copied). Returns what happened, for the access log: -1 not sampled (or no
+ * candidate), SHADOW_DROP_N handed over ("mirrored"), else the enum
+ * shadow_drop reason it was dropped for.
  */
 int shadow_after_live(const struct proxy_live *live);
 
 /*
- * Free w's shadow state (in-flight mirror contexts included; their transfers
- * die with the worker's upstream engine). Called from worker_free, after the
- * worker's thread ended. When the last worker's state goes, the disagreement
- * log is flushed and closed. Accepts a worker without shadow state.
+ * Stop w's shadow thread (its in-flight mirrors are cancelled, never waited
+ * for) and free w's shadow state, queued mirrors included. Called from
+ * worker_free, after the worker's thread ended (nothing is handed over any
+ * more). When the last worker's state goes, the disagreement log is flushed
+ * and closed. Accepts a worker without shadow state.
  */
 void shadow_worker_free(struct worker *w);
 
