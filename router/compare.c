@@ -503,26 +503,29 @@ static int hex4(const unsigned char *p, unsigned *v)
 /* A string of printable ASCII and simple escapes (no NUL, no surrogates). */
 static int scan_string(struct scan *s)
 {
-	if (s->p >= s->end || *s->p != '"')
+	/* locals: a store through s->p could alias the bytes, so the compiler would reload */
+	const unsigned char *p = s->p, *end = s->end;
+	unsigned v;
+	if (p >= end || *p != '"')
 		return 0;
-	for (s->p++; s->p < s->end; s->p++) {
-		unsigned c = *s->p, v;
+	for (p++; p < end; p++) {
+		unsigned c = *p;
 		if (c == '"') {
-			s->p++;
+			s->p = p + 1;
 			return 1;
 		}
 		if (c < 0x20 || c >= 0x7f)
 			return 0;
 		if (c != '\\')
 			continue;
-		if (++s->p >= s->end)
+		if (++p >= end)
 			return 0;
-		if (*s->p == 'u') {
-			if (s->end - s->p < 5 || !hex4(s->p + 1, &v) || v == 0 ||
+		if (*p == 'u') {
+			if (end - p < 5 || !hex4(p + 1, &v) || v == 0 ||
 			    (v >= 0xd800 && v <= 0xdfff))
 				return 0;
-			s->p += 4;
-		} else if (!strchr("\"\\/bfnrt", *s->p) || *s->p == 0) {
+			p += 4;
+		} else if (*p == 0 || !strchr("\"\\/bfnrt", *p)) {
 			return 0;
 		}
 	}

@@ -37,7 +37,6 @@
 #include <strings.h>
 #include <sys/queue.h>
 
-#include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -101,6 +100,8 @@ struct shadow_worker {
 	struct shadow_ctx *ctxs; /* in flight (shadow thread) */
 	struct shadow_rules *cur;
 	const struct route_config *failed_rc; /* rules of this config did not compile: said once */
+	char *scratch;                        /* header block being built (worker's thread) */
+	size_t scratch_cap;
 	struct shadow_slot fg[STATS_MAX_SLOTS];
 	struct shadow_slot bg[STATS_MAX_SLOTS];
 };
@@ -121,9 +122,11 @@ struct shadow_ctx {
 	long live_status;
 	uint64_t live_us;
 	int live_too_big;
-	const char *method, *url;
-	const char *hdrs; /* "Name: value\0" lines */
-	size_t n_hdrs;
+	const char *method, *target;
+	const char *endpoint; /* the candidate endpoint's URL (the snapshot's config owns it) */
+	enum upstream_client client;
+	const char *hdrs; /* "Name: value\r\n" lines (upstream.h's head_block) */
+	size_t hdrs_len;
 	const char *req_body, *live_body;
 	size_t req_body_len, live_len;
 	int log_body;         /* the log line gets a request_body field */
@@ -392,22 +395,6 @@ static void on_mirror_done(const struct upstream_result *res, void *arg)
 	ctx_done(c);
 }
 
-/* The serialized header lines of c as a libcurl list; NULL when out of memory. */
-static struct curl_slist *ctx_headers(const struct shadow_ctx *c)
-{
-	struct curl_slist *l = NULL;
-	const char *p = c->hdrs;
-	for (size_t i = 0; i < c->n_hdrs; i++, p += strlen(p) + 1) {
-		struct curl_slist *r = curl_slist_append(l, p);
-		if (!r) {
-			curl_slist_free_all(l);
-			return NULL;
-		}
-		l = r;
-	}
-	return l;
-}
-
 /* Submit one queued mirror; on failure it is counted as dropped and freed. */
 static void ctx_start(struct shadow_worker *sw, struct shadow_ctx *c)
 {
@@ -418,8 +405,11 @@ static void ctx_start(struct shadow_worker *sw, struct shadow_ctx *c)
 		c->rules->refs++;
 	struct upstream_request req = {
 	    .method = c->method,
-	    .url = c->url,
-	    .headers = c->rules ? ctx_headers(c) : NULL,
+	    .endpoint = c->endpoint,
+	    .target = c->target,
+	    .head_block = c->hdrs,
+	    .head_block_len = c->hdrs_len,
+	    .client = c->client,
 	    .body = c->req_body,
 	    .body_len = c->req_body_len,
 	    .copy_body = 0, /* c holds it until the callback or the cancel */
@@ -432,7 +422,7 @@ static void ctx_start(struct shadow_worker *sw, struct shadow_ctx *c)
 	    .arg = c,
 	};
 	char err[256] = "out of memory";
-	if (req.headers)
+	if (c->rules)
 		c->xfer = upstream_submit(sw->up, &req, err, sizeof(err));
 	if (!c->xfer) {
 		log_debug("shadow: request %s: mirror not started: %s", c->request_id, err);
@@ -569,78 +559,74 @@ static uint32_t shadow_bucket(const struct route_snapshot *s, const struct proxy
 	return route_bucket(salt, key, len);
 }
 
-/*
- * One header line "k: a[sep b]" ("k;" when the value is empty: libcurl then
- * sends it empty) at dst+off, or only measured when dst is NULL. Returns the
- * bytes it takes, its NUL included. Every header is mirrored whole:
- * evhttp's max_header already bounds its size.
- */
-static size_t put_header(char *dst, const char *k, const char *a, const char *sep, const char *b)
+/* Appends to a bounded block; past cap only counts, so a first pass learns the size. */
+struct head_block {
+	char *p;
+	size_t len, cap;
+};
+
+static void put(struct head_block *b, const char *s, size_t n)
 {
-	size_t kl = strlen(k), al = strlen(a), sl = sep ? strlen(sep) : 0, bl = sep ? strlen(b) : 0;
-	size_t n = al + sl + bl ? kl + 2 + al + sl + bl + 1 : kl + 2;
-	if (!dst)
-		return n;
-	memcpy(dst, k, kl);
-	if (al + sl + bl == 0) {
-		memcpy(dst + kl, ";", 2);
-		return n;
-	}
-	char *p = dst + kl;
-	memcpy(p, ": ", 2);
-	memcpy(p += 2, a, al);
+	if (b->len + n <= b->cap)
+		memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+/*
+ * One header line "k: a[sep b]\r\n". Every header is mirrored whole: evhttp's
+ * max_header already bounds its size.
+ */
+static void put_header(struct head_block *b, const char *k, const char *a, const char *sep,
+                       const char *v2)
+{
+	put(b, k, strlen(k));
+	put(b, ": ", 2);
+	put(b, a, strlen(a));
 	if (sep) {
-		memcpy(p += al, sep, sl);
-		memcpy(p += sl, b, bl);
-		p += bl;
-	} else {
-		p += al;
+		put(b, sep, strlen(sep));
+		put(b, v2, strlen(v2));
 	}
-	*p = 0;
-	return n;
+	put(b, "\r\n", 2);
 }
 
 /*
  * The mirror's headers: the client's minus hop-by-hop and framing, plus ours
  * (the forwarding headers exactly as proxy.c sends them to the live variant),
- * serialized at dst (or only measured when dst is NULL). Returns the bytes;
- * *n gets the number of lines.
+ * as a head block at b (measured only, past its cap).
  */
-static size_t mirror_headers(const struct proxy_live *live, char *dst, size_t *n)
+static void mirror_headers(const struct proxy_live *live, struct head_block *b)
 {
 	static const char *const own[] = {"Content-Length",  "Host",
 	                                  "Expect",          "X-Request-Id",
 	                                  "X-Forwarded-For", "X-Forwarded-Host",
 	                                  "X-Turnout-Shadow"};
 	const char *conn = evhttp_find_header(live->req_headers, "Connection");
-	size_t off = 0;
-	*n = 0;
+	const char *xff = NULL, *host = NULL;
 	const struct evkeyval *h;
 	TAILQ_FOREACH(h, live->req_headers, next)
 	{
 		int skip = proxy_is_hop_by_hop(h->key, conn);
-		for (size_t i = 0; !skip && i < sizeof(own) / sizeof(own[0]); i++)
-			skip = strcasecmp(h->key, own[i]) == 0;
-		if (!skip) {
-			off += put_header(dst ? dst + off : NULL, h->key, h->value, NULL, NULL);
-			++*n;
+		for (size_t i = 0; !skip && i < sizeof(own) / sizeof(own[0]); i++) {
+			if (strcasecmp(h->key, own[i]) != 0)
+				continue;
+			skip = 1;
+			if (i == 1 && !host)
+				host = h->value;
+			else if (i == 4 && !xff)
+				xff = h->value;
 		}
+		if (!skip)
+			put_header(b, h->key, h->value, NULL, NULL);
 	}
-	const char *xff = evhttp_find_header(live->req_headers, "X-Forwarded-For");
 	const char *ip = live->client_ip ? live->client_ip : "";
 	if (xff && *xff)
-		off += put_header(dst ? dst + off : NULL, "X-Forwarded-For", xff, ", ", ip);
+		put_header(b, "X-Forwarded-For", xff, ", ", ip);
 	else
-		off += put_header(dst ? dst + off : NULL, "X-Forwarded-For", ip, NULL, NULL);
-	const char *host = evhttp_find_header(live->req_headers, "Host");
-	if (host && *host) {
-		off += put_header(dst ? dst + off : NULL, "X-Forwarded-Host", host, NULL, NULL);
-		++*n;
-	}
-	off += put_header(dst ? dst + off : NULL, "X-Request-Id", live->request_id, NULL, NULL);
-	off += put_header(dst ? dst + off : NULL, "X-Turnout-Shadow", "1", NULL, NULL);
-	*n += 3;
-	return off;
+		put_header(b, "X-Forwarded-For", ip, NULL, NULL);
+	if (host && *host)
+		put_header(b, "X-Forwarded-Host", host, NULL, NULL);
+	put_header(b, "X-Request-Id", live->request_id, NULL, NULL);
+	put_header(b, "X-Turnout-Shadow", "1", NULL, NULL);
 }
 
 /* What the mirror of live will hold against the byte budget (ctx_new's sizes). */
@@ -653,33 +639,42 @@ static size_t live_copy_len(const struct proxy_live *live)
 
 /*
  * Copy what the mirror to endpoint ep of cand needs from live, in one
- * allocation; NULL when out of memory or the URL is over SHADOW_URL_MAX.
+ * allocation; NULL when out of memory or the target is over SHADOW_URL_MAX.
+ * The headers go through scratch (the worker's, grown as needed) so that they
+ * are walked once.
  */
 static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_live *live,
                                   size_t cand, ssize_t ep, int slot)
 {
 	const struct route_snapshot *s = live->snap;
 	const struct config_shadow *sc = &s->cfg->shadow;
-	const char *base = s->variants[cand].endpoints[ep].cfg->url;
-	size_t n_hdrs, hlen = mirror_headers(live, NULL, &n_hdrs);
-	size_t mlen = strlen(live->method) + 1, blen = strlen(base), ulen = strlen(live->uri);
+	struct head_block hb = {.p = sw->scratch, .cap = sw->scratch_cap};
+	mirror_headers(live, &hb);
+	if (hb.len > hb.cap) {
+		char *p = realloc(sw->scratch, hb.len);
+		if (!p)
+			return NULL;
+		sw->scratch = p;
+		sw->scratch_cap = hb.len;
+		hb = (struct head_block){.p = p, .cap = hb.len};
+		mirror_headers(live, &hb);
+	}
+	size_t mlen = strlen(live->method) + 1, tlen = strlen(live->uri) + 1;
 	size_t resp = evbuffer_get_length(live->resp_body);
 	size_t keep = resp > COMPARE_BODY_MAX ? 0 : resp;
-	if (blen + ulen >= SHADOW_URL_MAX)
+	if (tlen > SHADOW_URL_MAX)
 		return NULL;
 	struct shadow_ctx *c =
-	    malloc(sizeof(*c) + mlen + blen + ulen + 1 + hlen + live->req_body_len + keep);
+	    malloc(sizeof(*c) + mlen + tlen + hb.len + live->req_body_len + keep);
 	if (!c)
 		return NULL;
 	memset(c, 0, sizeof(*c));
 	char *p = c->data;
 	c->method = memcpy(p, live->method, mlen);
-	c->url = p += mlen;
-	memcpy(p, base, blen);
-	memcpy(p + blen, live->uri, ulen + 1);
-	c->hdrs = p += blen + ulen + 1;
-	mirror_headers(live, p, &c->n_hdrs);
-	c->req_body = p += hlen;
+	c->target = memcpy(p += mlen, live->uri, tlen);
+	c->hdrs = memcpy(p += tlen, hb.p, hb.len);
+	c->hdrs_len = hb.len;
+	c->req_body = p += hb.len;
 	if (live->req_body_len)
 		memcpy(p, live->req_body, live->req_body_len);
 	c->req_body_len = live->req_body_len;
@@ -690,6 +685,9 @@ static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_l
 		free(c);
 		return NULL;
 	}
+	c->endpoint = s->variants[cand].endpoints[ep].cfg->url;
+	c->client = s->cfg->upstream_client == CONFIG_UPSTREAM_LIBCURL ? UPSTREAM_CLIENT_LIBCURL
+	                                                               : UPSTREAM_CLIENT_BUILTIN;
 	c->sw = sw;
 	c->live_variant = live->variant;
 	c->shadow_variant = cand;
@@ -823,6 +821,7 @@ void shadow_worker_free(struct worker *w)
 		slot_free(&sw->bg[i]);
 	}
 	pthread_mutex_destroy(&sw->mu);
+	free(sw->scratch);
 	free(sw);
 	w->shadow = NULL;
 }
