@@ -14,6 +14,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "onnx.pb-c.h"
 #include "tensor.h"
@@ -136,11 +137,34 @@ int ops_attr_ints(const Onnx__NodeProto *np, const char *name, int64_t *out, int
                   char *err, size_t errlen);
 
 /*
+ * Eight floats as one value (GCC vector extensions: two SSE registers in the
+ * baseline build, one AVX register where a kernel is built for AVX2). Load
+ * and store with the macros, unaligned; a function taking or returning one
+ * would change the calling convention between those builds.
+ */
+typedef float ops_v8f __attribute__((vector_size(32)));
+#define OPS_V8_LOAD(v, p)  memcpy(&(v), (p), sizeof(ops_v8f))
+#define OPS_V8_STORE(p, v) memcpy((p), &(v), sizeof(ops_v8f))
+
+/*
  * Y[M,N] = op(A) op(B) in float32 (op = transpose when ta/tb); Y need not be
  * zeroed. Used by Gemm, MatMul and Conv.
  */
 void ops_gemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, const float *B,
               float *Y);
+/*
+ * Y[M,N] = A B + bias, bias[i] added to row i after its product (bias may be
+ * NULL): the same floats as ops_gemm(0, 0, ...) followed by that addition.
+ */
+void ops_gemm_bias(size_t M, size_t N, size_t K, const float *A, const float *B, const float *bias,
+                   float *Y);
+
+/* Kernels worth a second build for AVX2 (picked once at run time, GCC on x86-64). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define OPS_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define OPS_SIMD_CLONES
+#endif
 
 /* Shape helpers. */
 /* "[2,3,4]" into buf; returns buf. */

@@ -10,70 +10,109 @@
 #include <string.h>
 
 /*
- * Dot product with eight independent partial sums: a single running sum is
- * bound by the add latency; eight let the compiler use vector registers.
+ * The kernels below work on eight floats at a time (ops_v8f; ops_gemm and
+ * ops_gemm_bias also have an AVX2 clone picked at run time). The vectors never
+ * change the order of a sum: every output is the same sequence of float
+ * operations as the scalar definition given with each kernel, so results are
+ * the same on every CPU and in every build (no FMA: AVX2 does not enable it).
  */
-static float dot(const float *a, const float *b, size_t n)
+
+/*
+ * Y = A B^T: Y[i][j] = dot(A row i, B row j) with eight running partial sums
+ * s[u] over k = u mod 8, added as ((s0+s4)+(s1+s5))+((s2+s6)+(s3+s7)), then
+ * the tail k one by one. The eight partial sums are the eight lanes.
+ */
+static inline __attribute__((always_inline)) float dot8(const float *a, const float *b, size_t n)
 {
-	float s[8] = {0};
+	ops_v8f s = {0};
 	size_t k = 0;
-	for (; k + 8 <= n; k += 8)
-		for (int u = 0; u < 8; u++)
-			s[u] += a[k + u] * b[k + u];
+	for (; k + 8 <= n; k += 8) {
+		ops_v8f x, y;
+		OPS_V8_LOAD(x, a + k);
+		OPS_V8_LOAD(y, b + k);
+		s += x * y;
+	}
 	float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 	for (; k < n; k++)
 		t += a[k] * b[k];
 	return t;
 }
 
-/* y += a * x; unrolled so the compiler vectorizes it at -O2. */
-static void axpy(float *restrict y, const float *restrict x, float a, size_t n)
+/*
+ * Y = A B, rows i0..i0+R (R = 1..4) of Y, one output at a time:
+ * y = 0; for each k block of four, y += a0 x0 + a1 x1 + a2 x2 + a3 x3 (left
+ * to right); then y += a x for the remaining k. Eight columns per vector; the
+ * columns past the last multiple of eight take the same steps in scalars.
+ */
+#define NN_ROWS_MAX 4
+static inline __attribute__((always_inline)) void gemm_nn_rows(size_t R, size_t N, size_t K,
+                                                               const float *A, const float *B,
+                                                               const float *bias, float *Y)
 {
 	size_t j = 0;
-	for (; j + 8 <= n; j += 8)
-		for (int u = 0; u < 8; u++)
-			y[j + u] += a * x[j + u];
-	for (; j < n; j++)
-		y[j] += a * x[j];
+	for (; j + 8 <= N; j += 8) {
+		ops_v8f c[NN_ROWS_MAX] = {{0}};
+		size_t k = 0;
+		for (; k + 4 <= K; k += 4) {
+			const float *b = B + k * N + j;
+			ops_v8f x0, x1, x2, x3;
+			OPS_V8_LOAD(x0, b);
+			OPS_V8_LOAD(x1, b + N);
+			OPS_V8_LOAD(x2, b + 2 * N);
+			OPS_V8_LOAD(x3, b + 3 * N);
+			for (size_t r = 0; r < R; r++) {
+				const float *a = A + r * K + k;
+				c[r] += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3;
+			}
+		}
+		for (; k < K; k++) {
+			ops_v8f x;
+			OPS_V8_LOAD(x, B + k * N + j);
+			for (size_t r = 0; r < R; r++)
+				c[r] += A[r * K + k] * x;
+		}
+		for (size_t r = 0; r < R; r++) {
+			if (bias)
+				c[r] += bias[r];
+			OPS_V8_STORE(Y + r * N + j, c[r]);
+		}
+	}
+	for (; j < N; j++)
+		for (size_t r = 0; r < R; r++) {
+			const float *a = A + r * K;
+			float y = 0.0f;
+			size_t k = 0;
+			for (; k + 4 <= K; k += 4)
+				y += a[k] * B[k * N + j] + a[k + 1] * B[(k + 1) * N + j] +
+				     a[k + 2] * B[(k + 2) * N + j] + a[k + 3] * B[(k + 3) * N + j];
+			for (; k < K; k++)
+				y += a[k] * B[k * N + j];
+			Y[r * N + j] = bias ? y + bias[r] : y;
+		}
 }
 
-/* y += a[0] x[0] + a[1] x[1] + a[2] x[2] + a[3] x[3] (rows of x ld apart): y is read once per four
- * rows. */
-static void axpy4(float *restrict y, const float *restrict x, size_t ld, const float *a)
+/* Y = A B (+ bias[i] on row i) in blocks of four rows. */
+static inline __attribute__((always_inline)) void
+gemm_nn(size_t M, size_t N, size_t K, const float *A, const float *B, const float *bias, float *Y)
 {
-	const float *restrict x0 = x, *restrict x1 = x + ld, *restrict x2 = x + 2 * ld,
-	                      *restrict x3 = x + 3 * ld;
-	float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
-	size_t j = 0;
-	for (; j + 8 <= ld; j += 8)
-		for (int u = 0; u < 8; u++)
-			y[j + u] +=
-			    a0 * x0[j + u] + a1 * x1[j + u] + a2 * x2[j + u] + a3 * x3[j + u];
-	for (; j < ld; j++)
-		y[j] += a0 * x0[j] + a1 * x1[j] + a2 * x2[j] + a3 * x3[j];
+	size_t i = 0;
+	/* Constant row counts, so each call unrolls and keeps c[] in registers. */
+	for (; i + 4 <= M; i += 4)
+		gemm_nn_rows(4, N, K, A + i * K, B, bias ? bias + i : NULL, Y + i * N);
+	for (; i < M; i++)
+		gemm_nn_rows(1, N, K, A + i * K, B, bias ? bias + i : NULL, Y + i * N);
 }
 
+OPS_SIMD_CLONES
 void ops_gemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, const float *B,
               float *Y)
 {
 	if (!ta && tb) {
-		for (size_t i = 0; i < M; i++) {
-			const float *a = A + i * K;
-			for (size_t j = 0; j < N; j++) {
-				Y[i * N + j] = dot(a, B + j * K, K);
-			}
-		}
+		for (size_t i = 0; i < M; i++)
+			for (size_t j = 0; j < N; j++)
+				Y[i * N + j] = dot8(A + i * K, B + j * K, K);
 	} else if (!ta && !tb) {
-		for (size_t i = 0; i < M; i++) {
-			float *y = Y + i * N;
-			memset(y, 0, N * sizeof(*y));
-			const float *a = A + i * K;
-			size_t k = 0;
-			for (; k + 4 <= K; k += 4)
-				axpy4(y, B + k * N, N, a + k);
-			for (; k < K; k++)
-				axpy(y, B + k * N, a[k], N);
-		}
+		gemm_nn(M, N, K, A, B, NULL, Y);
 	} else {
 		for (size_t i = 0; i < M; i++)
 			for (size_t j = 0; j < N; j++) {
@@ -84,6 +123,13 @@ void ops_gemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, cons
 				Y[i * N + j] = s;
 			}
 	}
+}
+
+OPS_SIMD_CLONES
+void ops_gemm_bias(size_t M, size_t N, size_t K, const float *A, const float *B, const float *bias,
+                   float *Y)
+{
+	gemm_nn(M, N, K, A, B, bias, Y);
 }
 
 static const enum tensor_dtype float_only[] = {TENSOR_FLOAT, 0};

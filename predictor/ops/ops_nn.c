@@ -21,6 +21,8 @@
 #define SP 3 /* spatial dimensions after padding */
 /* Largest unfolded input (floats) for the matrix-product convolution. */
 #define CONV_COL_MAX ((size_t)4 << 20)
+/* Unfolded input plus padded copy (floats) small enough for the stack. */
+#define CONV_STACK_FLOATS 8192
 
 static const enum tensor_dtype float_only[] = {TENSOR_FLOAT, 0};
 
@@ -137,6 +139,28 @@ static int window_setup(const struct ops_params *p, const struct tensor *x, cons
 	return 0;
 }
 
+/*
+ * The same window with the ns real spatial axes moved last (the size-1 axes
+ * first): the flattened order of outputs and kernel taps does not change,
+ * and the innermost loops then run along a real row.
+ */
+static struct window window_inner(const struct window *w, int ns)
+{
+	struct window r;
+	int sh = SP - ns;
+	for (int i = 0; i < SP; i++) {
+		int from = i - sh, on = from >= 0;
+		r.in[i] = on ? w->in[from] : 1;
+		r.out[i] = on ? w->out[from] : 1;
+		r.k[i] = on ? w->k[from] : 1;
+		r.s[i] = on ? w->s[from] : 1;
+		r.d[i] = on ? w->d[from] : 1;
+		r.pb[i] = on ? w->pb[from] : 0;
+		r.pe[i] = on ? w->pe[from] : 0;
+	}
+	return r;
+}
+
 /* First and one-past-last output index whose input index o*s - pb + k*d is inside [0, in). */
 static void valid_range(int64_t in, int64_t out, int64_t s, int64_t pb, int64_t kd, int64_t *lo,
                         int64_t *hi)
@@ -223,12 +247,82 @@ static void im2col(const struct window *w, const float *x, int64_t cg, float *co
 							    col + (o0 * w->out[1] + o1) * w->out[2];
 							int64_t s2 = w->s[2],
 							        off = k2 * w->d[2] - w->pb[2];
-							for (int64_t o2 = lo[2]; o2 < hi[2]; o2++)
-								cr[o2] = xr[o2 * s2 + off];
+							if (s2 == 1)
+								memcpy(cr + lo[2], xr + lo[2] + off,
+								       (size_t)(hi[2] - lo[2]) *
+								           sizeof(*cr));
+							else
+								for (int64_t o2 = lo[2]; o2 < hi[2];
+								     o2++)
+									cr[o2] = xr[o2 * s2 + off];
 						}
 					}
 					col += osz;
 				}
+}
+
+typedef float v4f __attribute__((vector_size(16)));
+
+/* dst[0..n) = src[0..n), eight and four floats at a time (the runs are short). */
+static void copy_run(float *dst, const float *src, int64_t n)
+{
+	int64_t j = 0;
+	for (; j + 8 <= n; j += 8) {
+		ops_v8f v;
+		OPS_V8_LOAD(v, src + j);
+		OPS_V8_STORE(dst + j, v);
+	}
+	for (; j + 4 <= n; j += 4) {
+		v4f v;
+		memcpy(&v, src + j, sizeof(v));
+		memcpy(dst + j, &v, sizeof(v));
+	}
+	for (; j < n; j++)
+		dst[j] = src[j];
+}
+
+/* Size of the zero-padded copy of cg channels that im2col_dense reads. */
+static size_t padded_size(const struct window *w, int64_t cg)
+{
+	size_t n = (size_t)cg;
+	for (int i = 0; i < SP; i++)
+		n *= (size_t)(w->in[i] + w->pb[i] + w->pe[i]);
+	return n;
+}
+
+/*
+ * im2col for strides and dilations of 1 (window from window_inner): copies
+ * the cg channels into pad with their zero padding around them (padded_size
+ * floats), after which every row of col is a sequence of plain runs of
+ * w->out[2] floats. Same col as im2col.
+ */
+static void im2col_dense(const struct window *w, const float *x, int64_t cg, float *pad, float *col)
+{
+	int64_t P0 = w->in[0] + w->pb[0] + w->pe[0], P1 = w->in[1] + w->pb[1] + w->pe[1],
+	        P2 = w->in[2] + w->pb[2] + w->pe[2];
+	memset(pad, 0, padded_size(w, cg) * sizeof(*pad));
+	for (int64_t c = 0; c < cg; c++)
+		for (int64_t i0 = 0; i0 < w->in[0]; i0++)
+			for (int64_t i1 = 0; i1 < w->in[1]; i1++)
+				copy_run(
+				    pad + ((c * P0 + i0 + w->pb[0]) * P1 + i1 + w->pb[1]) * P2 +
+				        w->pb[2],
+				    x + ((c * w->in[0] + i0) * w->in[1] + i1) * w->in[2], w->in[2]);
+	for (int64_t c = 0; c < cg; c++)
+		for (int64_t k0 = 0; k0 < w->k[0]; k0++)
+			for (int64_t k1 = 0; k1 < w->k[1]; k1++)
+				for (int64_t k2 = 0; k2 < w->k[2]; k2++)
+					for (int64_t o0 = 0; o0 < w->out[0]; o0++)
+						for (int64_t o1 = 0; o1 < w->out[1]; o1++) {
+							copy_run(col,
+							         pad +
+							             ((c * P0 + o0 + k0) * P1 + o1 +
+							              k1) *
+							                 P2 +
+							             k2,
+							         w->out[2]);
+							col += w->out[2];
+						}
 }
 
 /* ---- Conv ---- */
@@ -284,20 +378,31 @@ static int run_conv(const struct ops_node *n, const struct tensor *const *in, st
 	size_t osz = (size_t)(w.out[0] * w.out[1] * w.out[2]);
 	size_t ksz = (size_t)(w.k[0] * w.k[1] * w.k[2]);
 	size_t rows = (size_t)cg * ksz;
-	float *col = NULL;
-	if (rows * osz <= CONV_COL_MAX)
+	struct window wi = window_inner(&w, x->ndim - 2);
+	/* Small unfolds (the common case) use the stack and the padded copy. */
+	float stack[CONV_STACK_FLOATS], *col = NULL, *pad = NULL;
+	int dense = 1;
+	for (int i = 0; i < SP; i++)
+		dense = dense && w.s[i] == 1 && w.d[i] == 1;
+	size_t psz = padded_size(&wi, cg);
+	if (dense && rows * osz <= CONV_STACK_FLOATS && psz <= CONV_STACK_FLOATS - rows * osz) {
+		col = stack;
+		pad = stack + rows * osz;
+	} else if (rows * osz <= CONV_COL_MAX) {
 		col = malloc((rows * osz > 0 ? rows * osz : 1) * sizeof(float));
+	}
 	for (int64_t nn = 0; nn < N; nn++)
 		for (int64_t g = 0; g < G; g++) {
 			const float *xg = xd + ((size_t)nn * (size_t)C + (size_t)(g * cg)) * isz;
 			float *yg = y + ((size_t)nn * (size_t)M + (size_t)(g * mg)) * osz;
 			const float *wg = wd + (size_t)(g * mg) * rows;
 			if (col) {
-				im2col(&w, xg, cg, col);
-				ops_gemm(0, 0, (size_t)mg, osz, rows, wg, col, yg);
-				for (int64_t m = 0; bd && m < mg; m++)
-					for (size_t i = 0; i < osz; i++)
-						yg[(size_t)m * osz + i] += bd[g * mg + m];
+				if (pad)
+					im2col_dense(&wi, xg, cg, pad, col);
+				else
+					im2col(&wi, xg, cg, col);
+				ops_gemm_bias((size_t)mg, osz, rows, wg, col,
+				              bd ? bd + g * mg : NULL, yg);
 				continue;
 			}
 			for (int64_t m = 0; m < mg; m++) { /* too large to unfold: direct */
@@ -310,7 +415,8 @@ static int run_conv(const struct ops_node *n, const struct tensor *const *in, st
 					           ym);
 			}
 		}
-	free(col);
+	if (col != stack)
+		free(col);
 	return 0;
 bad:
 	snprintf(err, errlen, "X %s, W %s%s: shapes do not fit (group %lld)",
@@ -370,6 +476,79 @@ static int prepare_pool(struct ops_node *n, const Onnx__NodeProto *np,
 	return 0;
 }
 
+/* One axis of a pooling window without dilation: the taps [*a, *b) inside
+ * the input, and the count with the end padding included. */
+static void pool_axis(const struct window *w, int i, int64_t o, int64_t *a, int64_t *b,
+                      int64_t *with_pad)
+{
+	int64_t st = o * w->s[i] - w->pb[i], en = st + w->k[i];
+	int64_t lim = w->in[i] + w->pe[i];
+	*with_pad = (en < lim ? en : lim) - st;
+	*a = st < 0 ? 0 : st;
+	*b = en < w->in[i] ? en : w->in[i];
+	if (*b < *a)
+		*b = *a;
+}
+
+#define POOL_ROW_MAX 512 /* longest output row pool_dense takes */
+
+/*
+ * MaxPool (is_max) or AveragePool without dilation and without Indices, a
+ * whole output row at a time: for each input row of the window, in order,
+ * every output of the row takes its taps of that input row, in order. So
+ * each output sees the same taps in the same order as in the general walk in
+ * run_pool, without a bounds test per tap. Needs w->out[2] <= POOL_ROW_MAX.
+ */
+static void pool_dense(const struct window *w, int is_max, int cip, const float *x, size_t planes,
+                       float *y)
+{
+	int64_t a2[POOL_ROW_MAX], b2[POOL_ROW_MAX], p2[POOL_ROW_MAX];
+	int64_t n2 = w->out[2];
+	for (int64_t o2 = 0; o2 < n2; o2++)
+		pool_axis(w, 2, o2, &a2[o2], &b2[o2], &p2[o2]);
+	size_t isz = (size_t)(w->in[0] * w->in[1] * w->in[2]);
+	float init = is_max ? -INFINITY : 0.0f;
+	for (size_t pl = 0; pl < planes; pl++) {
+		const float *xp = x + pl * isz;
+		for (int64_t o0 = 0; o0 < w->out[0]; o0++) {
+			int64_t a0, b0, p0;
+			pool_axis(w, 0, o0, &a0, &b0, &p0);
+			for (int64_t o1 = 0; o1 < w->out[1]; o1++, y += n2) {
+				int64_t a1, b1, p1;
+				pool_axis(w, 1, o1, &a1, &b1, &p1);
+				for (int64_t o2 = 0; o2 < n2; o2++)
+					y[o2] = init;
+				for (int64_t i0 = a0; i0 < b0; i0++)
+					for (int64_t i1 = a1; i1 < b1; i1++) {
+						const float *xr =
+						    xp + (i0 * w->in[1] + i1) * w->in[2];
+						for (int64_t o2 = 0; o2 < n2; o2++) {
+							float acc = y[o2];
+							if (is_max)
+								for (int64_t i2 = a2[o2];
+								     i2 < b2[o2]; i2++)
+									acc = xr[i2] > acc ? xr[i2]
+									                   : acc;
+							else
+								for (int64_t i2 = a2[o2];
+								     i2 < b2[o2]; i2++)
+									acc += xr[i2];
+							y[o2] = acc;
+						}
+					}
+				if (is_max)
+					continue;
+				for (int64_t o2 = 0; o2 < n2; o2++) {
+					int64_t div =
+					    cip ? p0 * p1 * p2[o2]
+					        : (b0 - a0) * (b1 - a1) * (b2[o2] - a2[o2]);
+					y[o2] = div ? y[o2] / (float)div : 0.0f;
+				}
+			}
+		}
+	}
+}
+
 static int run_pool(const struct ops_node *n, const struct tensor *const *in, struct tensor **out,
                     char *err, size_t errlen)
 {
@@ -403,6 +582,11 @@ static int run_pool(const struct ops_node *n, const struct tensor *const *in, st
 	size_t planes = (size_t)(x->dims[0] * x->dims[1]);
 	size_t isz = (size_t)(w.in[0] * w.in[1] * w.in[2]);
 	float *y = (*out)->data;
+	struct window wi = window_inner(&w, x->ndim - 2);
+	if (!ind && w.d[0] == 1 && w.d[1] == 1 && w.d[2] == 1 && wi.out[2] <= POOL_ROW_MAX) {
+		pool_dense(&wi, is_max, p->count_include_pad, xf ? xf : x->data, planes, y);
+		planes = 0; /* done */
+	}
 	for (size_t pl = 0; pl < planes; pl++) {
 		const float *xp = (xf ? xf : (const float *)x->data) + pl * isz;
 		for (int64_t o0 = 0; o0 < w.out[0]; o0++)
