@@ -121,7 +121,8 @@ uint16_t tensor_bf16_from_double(double d)
 	return small_pack(d, 8, 7);
 }
 
-struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, const int64_t *dims)
+static struct tensor *tensor_alloc(const char *name, enum tensor_dtype dtype, int ndim,
+                                   const int64_t *dims, int zero)
 {
 	size_t esize = tensor_dtype_size(dtype);
 	if (esize == 0 || ndim < 0 || ndim > TENSOR_MAX_DIMS)
@@ -143,7 +144,7 @@ struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, c
 		memcpy(t->dims, dims, sizeof(dims[0]) * (size_t)ndim);
 	t->nelem = nelem;
 	/* calloc(0) may return NULL; keep one byte so data is never NULL. */
-	t->data = calloc(nelem ? nelem : 1, esize);
+	t->data = zero ? calloc(nelem ? nelem : 1, esize) : malloc((nelem ? nelem : 1) * esize);
 	if (!t->data)
 		goto fail;
 	if (name && !(t->name = strdup(name)))
@@ -152,6 +153,17 @@ struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, c
 fail:
 	tensor_free(t);
 	return NULL;
+}
+
+struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, const int64_t *dims)
+{
+	return tensor_alloc(name, dtype, ndim, dims, 1);
+}
+
+struct tensor *tensor_new_uninit(const char *name, enum tensor_dtype dtype, int ndim,
+                                 const int64_t *dims)
+{
+	return tensor_alloc(name, dtype, ndim, dims, 0);
 }
 
 void tensor_free(struct tensor *t)

@@ -58,6 +58,12 @@ uint16_t tensor_bf16_from_double(double d);
  * dims, more than TENSOR_MAX_DIMS, element count overflow). Free with tensor_free.
  */
 struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, const int64_t *dims);
+/*
+ * Same as tensor_new, but the data is left uninitialized: for a caller that
+ * writes every element before anything reads it.
+ */
+struct tensor *tensor_new_uninit(const char *name, enum tensor_dtype dtype, int ndim,
+                                 const int64_t *dims);
 /* Free a tensor and its data. Accepts NULL. */
 void tensor_free(struct tensor *t);
 

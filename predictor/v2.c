@@ -558,6 +558,54 @@ static int fp_is_digit(const struct fp *f, const char *p)
 	return p < f->end && *p >= '0' && *p <= '9';
 }
 
+/* 10^0..10^22: the powers of ten a double holds exactly. */
+static const double fp_exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                        1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/*
+ * The number in [d, end) (digits, an optional fraction and exponent, already
+ * checked by fp_number; the sign is neg) when it has at most 15 digits and a
+ * decimal exponent within 10^+-22: its digits m and the power of ten are both
+ * exact doubles, so the one multiplication or division is correctly rounded,
+ * the same double as strtod's. Returns -1 (and strtod is used) otherwise.
+ */
+static int fp_exact_decimal(const char *d, const char *end, int neg, double *out)
+{
+	uint64_t m = 0;
+	int nd = 0, frac = 0, in_frac = 0;
+	long e = 0;
+	for (; d < end; d++) {
+		if (*d == '.') {
+			in_frac = 1;
+			continue;
+		}
+		if (*d == 'e' || *d == 'E')
+			break;
+		if (++nd > 15)
+			return -1;
+		m = m * 10 + (uint64_t)(*d - '0');
+		frac += in_frac;
+	}
+	if (d < end) {
+		int eneg = *++d == '-';
+		d += *d == '-' || *d == '+';
+		for (; d < end; d++) {
+			if (e > 1000)
+				return -1;
+			e = e * 10 + (*d - '0');
+		}
+		e = eneg ? -e : e;
+	}
+	e -= frac;
+	if (e < -22 || e > 22)
+		return -1;
+	double v = (double)m;
+	v = e < 0 ? v / fp_exact_pow10[-e] : v * fp_exact_pow10[e];
+	*out = neg ? -v : v;
+	return 0;
+}
+
 /* A strict JSON number, converted as jansson would; -1 for what jansson refuses. */
 static int fp_number(struct fp *f, double *out)
 {
@@ -598,6 +646,8 @@ static int fp_number(struct fp *f, double *out)
 		for (const char *q = d0; q < p; q++)
 			v = v * 10 + (*q - '0');
 		*out = (double)(neg ? -v : v);
+	} else if (fp_exact_decimal(d0, p, neg, out) == 0) {
+		/* done: a short decimal, converted exactly as strtod would */
 	} else {
 		char buf[64], *endp;
 		size_t n = (size_t)(p - s);

@@ -207,6 +207,9 @@ void ops_set_tensor_limit(size_t bytes);
 /* Allocate an output tensor; -1 with err on failure or above the tensor limit. */
 int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
             size_t errlen);
+/* Same as ops_new with the data uninitialized: for kernels that write every element. */
+int ops_new_dense(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims,
+                  char *err, size_t errlen);
 /* Element count of a shape. */
 size_t ops_numel(const int64_t *dims, int ndim);
 /* Reads element i of an integer tensor (INT64 or INT32) as int64. */

@@ -156,8 +156,8 @@ void ops_set_tensor_limit(size_t bytes)
 	tensor_limit = bytes && bytes < OPS_TENSOR_MAX_BYTES ? bytes : OPS_TENSOR_MAX_BYTES;
 }
 
-int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
-            size_t errlen)
+static int ops_alloc(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims,
+                     int zero, char *err, size_t errlen)
 {
 	size_t bytes = tensor_dtype_size(dtype);
 	for (int i = 0; i < ndim; i++) {
@@ -170,7 +170,8 @@ int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_
 		}
 		bytes *= (size_t)dims[i];
 	}
-	*out = tensor_new(NULL, dtype, ndim, dims);
+	*out =
+	    zero ? tensor_new(NULL, dtype, ndim, dims) : tensor_new_uninit(NULL, dtype, ndim, dims);
 	if (!*out) {
 		char s[128];
 		snprintf(err, errlen, "cannot allocate a tensor of shape %s",
@@ -178,6 +179,18 @@ int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_
 		return -1;
 	}
 	return 0;
+}
+
+int ops_new(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims, char *err,
+            size_t errlen)
+{
+	return ops_alloc(out, dtype, ndim, dims, 1, err, errlen);
+}
+
+int ops_new_dense(struct tensor **out, enum tensor_dtype dtype, int ndim, const int64_t *dims,
+                  char *err, size_t errlen)
+{
+	return ops_alloc(out, dtype, ndim, dims, 0, err, errlen);
 }
 
 size_t ops_numel(const int64_t *dims, int ndim)

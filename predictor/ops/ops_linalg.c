@@ -191,7 +191,7 @@ static int run_gemm(const struct ops_node *n, const struct tensor *const *in, st
 		cm = c->ndim == 2 ? (size_t)c->dims[0] : 1;
 	}
 	int64_t od[2] = {(int64_t)M, (int64_t)N};
-	if (ops_new(out, TENSOR_FLOAT, 2, od, err, errlen))
+	if (ops_new_dense(out, TENSOR_FLOAT, 2, od, err, errlen))
 		return -1;
 	float *y = (*out)->data;
 	ops_gemm(p->trans_a, p->trans_b, M, N, K, a->data, b->data, y);

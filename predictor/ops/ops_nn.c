@@ -369,7 +369,7 @@ static int run_conv(const struct ops_node *n, const struct tensor *const *in, st
 	int64_t od[TENSOR_MAX_DIMS] = {N, M};
 	for (int i = 0; i < x->ndim - 2; i++)
 		od[2 + i] = w.out[i];
-	if (ops_new(out, TENSOR_FLOAT, x->ndim, od, err, errlen))
+	if (ops_new_dense(out, TENSOR_FLOAT, x->ndim, od, err, errlen))
 		return -1;
 	const float *xd = x->data, *wd = wt->data, *bd = b ? b->data : NULL;
 	float *y = (*out)->data;
@@ -504,8 +504,11 @@ static void pool_dense(const struct window *w, int is_max, int cip, const float 
 {
 	int64_t a2[POOL_ROW_MAX], b2[POOL_ROW_MAX], p2[POOL_ROW_MAX];
 	int64_t n2 = w->out[2];
-	for (int64_t o2 = 0; o2 < n2; o2++)
+	int pairs = 1; /* every window along the row has exactly two taps inside */
+	for (int64_t o2 = 0; o2 < n2; o2++) {
 		pool_axis(w, 2, o2, &a2[o2], &b2[o2], &p2[o2]);
+		pairs = pairs && b2[o2] - a2[o2] == 2;
+	}
 	size_t isz = (size_t)(w->in[0] * w->in[1] * w->in[2]);
 	float init = is_max ? -INFINITY : 0.0f;
 	for (size_t pl = 0; pl < planes; pl++) {
@@ -522,6 +525,16 @@ static void pool_dense(const struct window *w, int is_max, int cip, const float 
 					for (int64_t i1 = a1; i1 < b1; i1++) {
 						const float *xr =
 						    xp + (i0 * w->in[1] + i1) * w->in[2];
+						if (is_max && pairs) { /* 2-wide taps, all inside */
+							for (int64_t o2 = 0; o2 < n2; o2++) {
+								const float *q = xr + a2[o2];
+								float acc = y[o2];
+								acc = q[0] > acc ? q[0] : acc;
+								acc = q[1] > acc ? q[1] : acc;
+								y[o2] = acc;
+							}
+							continue;
+						}
 						for (int64_t o2 = 0; o2 < n2; o2++) {
 							float acc = y[o2];
 							if (is_max)
