@@ -659,9 +659,10 @@ static void guard_head_end(struct guard *g, uint64_t pos)
 			guard_reject(g);
 		return;
 	}
+	uint64_t clen = g->clen; /* the reset clears it */
 	guard_head_reset(g, pos);
-	if (g->clen > 0) {
-		g->body_left = g->clen;
+	if (clen > 0) {
+		g->body_left = clen;
 		g->state = G_BODY;
 	}
 }

@@ -45,6 +45,11 @@ static inline __attribute__((always_inline)) float dot8(const float *a, const fl
  * columns past the last multiple of eight take the same steps in scalars.
  */
 #define NN_ROWS_MAX 4
+#if defined(__GNUC__) && !defined(__clang__)
+#define OPS_UNROLL4 _Pragma("GCC unroll 4")
+#else
+#define OPS_UNROLL4
+#endif
 static inline __attribute__((always_inline)) void gemm_nn_rows(size_t R, size_t N, size_t K,
                                                                const float *A, const float *B,
                                                                const float *bias, float *Y)
@@ -60,6 +65,7 @@ static inline __attribute__((always_inline)) void gemm_nn_rows(size_t R, size_t 
 			OPS_V8_LOAD(x1, b + N);
 			OPS_V8_LOAD(x2, b + 2 * N);
 			OPS_V8_LOAD(x3, b + 3 * N);
+			OPS_UNROLL4
 			for (size_t r = 0; r < R; r++) {
 				const float *a = A + r * K + k;
 				c[r] += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3;
