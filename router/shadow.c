@@ -97,7 +97,9 @@ struct shadow_worker {
 	struct event_base *base;
 	struct event *wake_ev;
 	struct upstream *up;
-	struct shadow_ctx *ctxs; /* in flight (shadow thread) */
+	struct shadow_ctx *ctxs;                  /* in flight (shadow thread) */
+	size_t running;                           /* of them */
+	struct shadow_ctx *wait_head, *wait_tail; /* taken from the queue, waiting for a slot */
 	struct shadow_rules *cur;
 	const struct route_config *failed_rc; /* rules of this config did not compile: said once */
 	char *scratch;                        /* header block being built (worker's thread) */
@@ -319,6 +321,7 @@ static void ctx_release(struct shadow_ctx *c)
 static void ctx_done(struct shadow_ctx *c)
 {
 	struct shadow_worker *sw = c->sw;
+	sw->running--;
 	if (c->prev)
 		c->prev->next = c->next;
 	else if (sw->ctxs == c)
@@ -373,10 +376,13 @@ static void judge(struct shadow_ctx *c, struct shadow_slot *sl, const struct ups
 	free(o);
 }
 
+static void pump(struct shadow_worker *sw);
+
 static void on_mirror_done(const struct upstream_result *res, void *arg)
 {
 	struct shadow_ctx *c = arg;
-	struct shadow_slot *sl = &c->sw->bg[c->slot];
+	struct shadow_worker *sw = c->sw;
+	struct shadow_slot *sl = &sw->bg[c->slot];
 	size_t n_rules = compare_rules_count(c->rules->rules);
 	c->xfer = NULL;
 	if (res->err != UPSTREAM_OK) {
@@ -393,6 +399,7 @@ static void on_mirror_done(const struct upstream_result *res, void *arg)
 		judge(c, sl, res, n_rules);
 	}
 	ctx_done(c);
+	pump(sw); /* a slot is free */
 }
 
 /* Submit one queued mirror; on failure it is counted as dropped and freed. */
@@ -437,6 +444,24 @@ static void ctx_start(struct shadow_worker *sw, struct shadow_ctx *c)
 	if (sw->ctxs)
 		sw->ctxs->prev = c;
 	sw->ctxs = c;
+	sw->running++;
+}
+
+/*
+ * Start waiting mirrors while fewer than shadow.max_inflight (of the oldest
+ * waiting mirror's config) are in flight: bursts wait here instead of opening
+ * more connections to the shadow.
+ */
+static void pump(struct shadow_worker *sw)
+{
+	while (sw->wait_head && sw->running < sw->wait_head->snap->cfg->shadow.max_inflight) {
+		struct shadow_ctx *c = sw->wait_head;
+		sw->wait_head = c->next;
+		if (!sw->wait_head)
+			sw->wait_tail = NULL;
+		c->next = NULL;
+		ctx_start(sw, c);
+	}
 }
 
 /* The worker pushed mirrors (or asks to stop): take the whole queue at once. */
@@ -454,11 +479,16 @@ static void on_wake(evutil_socket_t fd, short events, void *arg)
 		event_base_loopbreak(sw->base);
 		return;
 	}
-	while (c) {
-		struct shadow_ctx *next = c->next;
-		ctx_start(sw, c);
-		c = next;
+	if (c) {
+		if (sw->wait_tail)
+			sw->wait_tail->next = c;
+		else
+			sw->wait_head = c;
+		while (c->next)
+			c = c->next;
+		sw->wait_tail = c;
 	}
+	pump(sw);
 }
 
 static void *shadow_main(void *arg)
@@ -472,6 +502,12 @@ static void *shadow_main(void *arg)
 		sw->ctxs->xfer = NULL;
 		ctx_done(sw->ctxs);
 	}
+	while (sw->wait_head) {
+		struct shadow_ctx *c = sw->wait_head;
+		sw->wait_head = c->next;
+		ctx_release(c);
+	}
+	sw->wait_tail = NULL;
 	rules_unref(sw->cur);
 	sw->cur = NULL;
 	return NULL;
@@ -711,9 +747,11 @@ static int mirror_budget(const struct shadow_worker *sw, const struct proxy_live
 {
 	if (sw->failed)
 		return SHADOW_DROP_INTERNAL;
-	/* only this thread adds: what it reads can only shrink meanwhile */
+	/* only this thread adds: what it reads can only shrink meanwhile. Up to
+	 * max_inflight mirrors are in flight and as many more may wait for a slot
+	 * (a shadow that stalls for a moment costs a wait, not a drop). */
 	if (atomic_load_explicit(&sw->inflight, memory_order_relaxed) >=
-	    live->snap->cfg->shadow.max_inflight)
+	    2 * (size_t)live->snap->cfg->shadow.max_inflight)
 		return SHADOW_DROP_BUDGET;
 	if (atomic_load_explicit(&sw->inflight_bytes, memory_order_relaxed) + live_copy_len(live) >
 	    SHADOW_INFLIGHT_BYTES_MAX)

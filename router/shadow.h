@@ -6,9 +6,9 @@
  * the request body and headers (X-Forwarded-For and X-Forwarded-Host as the
  * live request got them; upstream_tls as for live traffic),
  * "X-Turnout-Shadow: 1", its own timeout (shadow.timeout) and a per-worker
- * in-flight budget (shadow.max_inflight requests and
- * SHADOW_INFLIGHT_BYTES_MAX bytes, counting mirrors handed over and not yet
- * finished). The client's answer never waits for it: proxy.c's SHADOW HOOK
+ * budget: at most shadow.max_inflight mirrors in flight and as many more
+ * waiting for a slot, holding at most SHADOW_INFLIGHT_BYTES_MAX bytes. The
+ * client's answer never waits for it: proxy.c's SHADOW HOOK
  * (on the worker's thread) only samples, copies once and hands the copy to
  * the worker's shadow thread, which has its own event loop and upstream
  * engine and does the transfer, the comparison, the disagreement log and the

@@ -8,7 +8,11 @@
    as many of each as were sent, per rule too; nothing dropped, nothing
    disagreeing, nothing logged. The status page's counts are read while the
    shadow thread still works, so they must never exceed what was sent.
-2. Shutdown with mirrors in flight and queued: a shadow that holds every
+2. The budget: with shadow.max_inflight 2 and a shadow that takes 1 s,
+   six quick requests: two mirrors go out, two wait on the shadow thread for
+   a slot (they are sent when the first two are answered, never more than two
+   at once at the shadow backend), the last two are dropped for the budget.
+3. Shutdown with mirrors in flight and queued: a shadow that holds every
    answer for 3 s, a burst of 40 concurrent requests, then SIGTERM as soon as
    the last client got its answer. The router exits 0 (the ASan build checks
    that the shadow thread freed everything) well before the shadow would have
@@ -41,7 +45,7 @@ health:
   enabled: false
 shadow:
   percent: 100
-  max_inflight: 4096
+  max_inflight: {inflight}
   timeout: 20s
   log: {log}
   compare:
@@ -81,7 +85,7 @@ def accounting(f, tmp):
     shadow = backend.start_backend("shadow", mode="echo")
     log = os.path.join(tmp, "disagree.jsonl")
     router = backend.start_router(ROUTER.format(workers=2, live=live.port, shadow=shadow.port,
-                                                log=log))
+                                                log=log, inflight=4096))
     total = JSON_N + TEXT_N
     seen_max = 0
     with concurrent.futures.ThreadPoolExecutor(THREADS) as ex:
@@ -121,11 +125,44 @@ def accounting(f, tmp):
         f.check(p.stop(signal.SIGTERM) == 0, f"{p.name} exits 0 on SIGTERM")
 
 
+def budget(f, tmp):
+    live = backend.start_backend("live", mode="echo")
+    slow = backend.start_backend("slow", mode="echo", delay_ms=1000)
+    router = backend.start_router(ROUTER.format(workers=1, live=live.port, shadow=slow.port,
+                                                log=os.path.join(tmp, "slow.jsonl"), inflight=2))
+    for i in range(6):
+        s, h, _ = harness.http_request(router.port, "POST", f"/b?i={i}", body=body_of(i))
+        f.check(s == 200 and h.get("x-turnout-variant") == "live", f"budget: request {i} ({s})")
+    v = shadow_stats(router.admin_port)
+    f.check(v["mirrored"] == 4 and v["dropped"]["budget"] == 2,
+            f"budget: 2 in flight + 2 waiting mirrored, 2 dropped ({v['mirrored']} "
+            f"{v['dropped']})")
+    most = 0
+
+    def settled():
+        nonlocal most
+        _, _, data = harness.http_request(slow.port, "GET", "/_stats")
+        most = max(most, json.loads(data)["inflight"])
+        v = shadow_stats(router.admin_port)
+        return v if v["agree"] + v["disagree"] + v["error"] >= 6 else None
+
+    v = harness.wait_for(settled, timeout=20, interval=0.01, what="budget: every pair counted")
+    f.check(v["agree"] == 4 and v["errors"]["dropped"] == 2,
+            f"budget: the waiting mirrors were sent and agree ({v['agree']} {v['errors']})")
+    _, _, data = harness.http_request(slow.port, "GET", "/_stats")
+    f.check(json.loads(data)["requests"] == 4, "budget: the shadow backend got 4 mirrors")
+    f.check(1 <= most <= 2, f"budget: never more than max_inflight at the shadow at once ({most})")
+    f.check(router.stop(signal.SIGTERM) == 0, "budget: router exits 0 on SIGTERM")
+    for p in (live, slow):
+        f.check(p.stop(signal.SIGTERM) == 0, f"{p.name} exits 0 on SIGTERM")
+
+
 def shutdown(f, tmp):
     live = backend.start_backend("live", mode="echo")
     stuck = backend.start_backend("stuck", mode="echo", delay_ms=3000)
     router = backend.start_router(ROUTER.format(workers=1, live=live.port, shadow=stuck.port,
-                                                log=os.path.join(tmp, "stuck.jsonl")))
+                                                log=os.path.join(tmp, "stuck.jsonl"),
+                                                inflight=4096))
     n = 40
     with concurrent.futures.ThreadPoolExecutor(THREADS) as ex:
         res = list(ex.map(lambda i: send(router.port, i), range(n)))
@@ -147,6 +184,7 @@ def main():
     f = harness.Failures()
     tmp = harness.tmpdir()
     accounting(f, tmp)
+    budget(f, tmp)
     shutdown(f, tmp)
     f.finish()
 
