@@ -441,27 +441,76 @@ static int skip_response_header(const char *k, const char *conn)
 }
 
 /*
+ * evhttp_add_header for a value known to be clean (no CR/LF: a config name, a
+ * checked request id): the entry evhttp_clear_headers frees, built without
+ * evhttp's validation pass. 0, or -1 out of memory.
+ */
+static int add_clean_header(struct evkeyvalq *out, const char *key, const char *value)
+{
+	struct evkeyval *kv = malloc(sizeof(*kv));
+	char *k = strdup(key), *v = strdup(value);
+	if (kv == NULL || k == NULL || v == NULL) {
+		free(kv);
+		free(k);
+		free(v);
+		return -1;
+	}
+	kv->key = k;
+	kv->value = v;
+	TAILQ_INSERT_TAIL(out, kv, next);
+	return 0;
+}
+
+/* Whether a Content-Length value is exactly len (decimal, nothing else). */
+static int length_is(const char *v, size_t len)
+{
+	uint64_t n = 0;
+	if (*v < '0' || *v > '9')
+		return 0;
+	for (; *v >= '0' && *v <= '9'; v++) {
+		if (n > (UINT64_MAX - 9) / 10)
+			return 0;
+		n = n * 10 + (uint64_t)(*v - '0');
+	}
+	return *v == '\0' && n == len;
+}
+
+/*
  * The backend's headers into the reply, minus hop-by-hop and framing: the
  * entries themselves move from the result's list to evhttp's (both hold
- * libevent's own allocations, freed by evhttp_clear_headers), nothing is copied.
+ * libevent's own allocations, freed by evhttp_clear_headers), nothing is
+ * copied. One Content-Length that matches the body exactly is kept (evhttp
+ * would print the same number again; not on 204/304); any other is dropped
+ * and evhttp frames the reply itself.
  */
-static void move_response_headers(struct proxy_req *pr, struct evkeyvalq *from)
+static void move_response_headers(struct proxy_req *pr, const struct upstream_result *res)
 {
+	struct evkeyvalq *from = res->headers;
+	/* 204 and 304 answers never carry a length to the client (RFC 9110 8.6) */
+	int framed = res->status != 204 && res->status != 304;
+	size_t body_len = evbuffer_get_length(res->body);
 	struct evkeyvalq *out = evhttp_request_get_output_headers(pr->req);
 	const char *conn = evhttp_find_header(from, "Connection");
 	/* A HEAD answer has no body: the backend's length is the only one there is. */
 	int head = evhttp_request_get_command(pr->req) == EVHTTP_REQ_HEAD;
+	int length_kept = 0;
 	struct evkeyval *h, *next;
 	for (h = TAILQ_FIRST(from); h != NULL; h = next) {
 		next = TAILQ_NEXT(h, next);
-		if (!skip_response_header(h->key, conn) ||
-		    (head && strcasecmp(h->key, "Content-Length") == 0)) {
+		int move;
+		if ((h->key[0] | 0x20) == 'c' && strcasecmp(h->key, "Content-Length") == 0)
+			move = !length_kept && (head || (framed && length_is(h->value, body_len)));
+		else
+			move = !skip_response_header(h->key, conn);
+		if (move) {
+			length_kept |=
+			    (h->key[0] | 0x20) == 'c' && strcasecmp(h->key, "Content-Length") == 0;
 			TAILQ_REMOVE(from, h, next);
 			TAILQ_INSERT_TAIL(out, h, next);
 		}
 	}
-	evhttp_add_header(out, "X-Turnout-Variant", pr->snap->variants[pr->variant].name);
-	evhttp_add_header(out, "X-Request-Id", pr->request_id);
+	add_clean_header(out, "X-Turnout-Variant", pr->snap->variants[pr->variant].name);
+	add_clean_header(out, "X-Request-Id", pr->request_id);
 	if (pr->w->draining)
 		evhttp_add_header(out, "Connection", "close");
 }
@@ -629,7 +678,7 @@ static void on_upstream_done(const struct upstream_result *res, void *arg)
 	 */
 	/* shadow (engineer F): copies and submits only; observability: its outcome is logged */
 	int shadow = shadow_after_live(&live);
-	move_response_headers(pr, res->headers);
+	move_response_headers(pr, res);
 	access_log(pr, (int)res->status, evbuffer_get_length(res->body), live.latency_us, shadow);
 	proxy_send_reply(pr->w, pr->req, (int)res->status, res->body);
 	stats_record(pr->w->shard, pr->snap->variants[pr->variant].stats_slot, (int)res->status,

@@ -53,6 +53,7 @@ struct curl_xfer {
 	size_t resp_header_count, resp_header_bytes;
 	size_t max_response;
 	int too_big, bad_headers;
+	int head_done; /* the blank line after the headers went by: what follows are trailers */
 	upstream_done_cb cb;
 	void *arg;
 	uint64_t start_us;
@@ -269,8 +270,14 @@ static size_t on_header(char *ptr, size_t size, size_t nmemb, void *arg)
 		/* A new status line (after 1xx): headers start over. */
 		evhttp_clear_headers(&t->resp_headers);
 		t->resp_header_count = 0;
+		t->head_done = 0;
 		return n;
 	}
+	if (t->head_done)
+		return n; /* trailer fields are dropped, as the built-in client does (RFC
+		             9110 6.5.1) */
+	if ((n == 2 && ptr[0] == '\r' && ptr[1] == '\n') || (n == 1 && ptr[0] == '\n'))
+		t->head_done = 1;
 	t->resp_header_bytes += n;
 	if (++t->resp_header_count > UPSTREAM_MAX_RESP_HEADERS ||
 	    t->resp_header_bytes > UPSTREAM_MAX_RESP_HEADER_BYTES) {
