@@ -17,6 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __SSE__
+#include <xmmintrin.h>
+#endif
 
 #define SP 3 /* spatial dimensions after padding */
 /* Largest unfolded input (floats) for the matrix-product convolution. */
@@ -264,7 +267,7 @@ static void im2col(const struct window *w, const float *x, int64_t cg, float *co
 typedef float v4f __attribute__((vector_size(16)));
 
 /* dst[0..n) = src[0..n), eight and four floats at a time (the runs are short). */
-static void copy_run(float *dst, const float *src, int64_t n)
+static inline __attribute__((always_inline)) void copy_run(float *dst, const float *src, int64_t n)
 {
 	int64_t j = 0;
 	for (; j + 8 <= n; j += 8) {
@@ -493,6 +496,30 @@ static void pool_axis(const struct window *w, int i, int64_t o, int64_t *a, int6
 #define POOL_ROW_MAX 512 /* longest output row pool_dense takes */
 
 /*
+ * y[o] = max(max(y[o], q[2o]), q[2o+1]) for o in 0..n-1, each max written as
+ * v > acc ? v : acc (MAXPS is exactly that, NaN and signed zeros included),
+ * four outputs at a time; returns how many outputs it did (the rest: scalar).
+ */
+static int64_t max_pairs4(float *y, const float *q, int64_t n)
+{
+	int64_t o = 0;
+#ifdef __SSE__
+	for (; o + 4 <= n; o += 4) {
+		__m128 lo = _mm_loadu_ps(q + 2 * o), hi = _mm_loadu_ps(q + 2 * o + 4);
+		__m128 acc = _mm_loadu_ps(y + o);
+		acc = _mm_max_ps(_mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)), acc);
+		acc = _mm_max_ps(_mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)), acc);
+		_mm_storeu_ps(y + o, acc);
+	}
+#else
+	(void)y;
+	(void)q;
+	(void)n;
+#endif
+	return o;
+}
+
+/*
  * MaxPool (is_max) or AveragePool without dilation and without Indices, a
  * whole output row at a time: for each input row of the window, in order,
  * every output of the row takes its taps of that input row, in order. So
@@ -509,6 +536,9 @@ static void pool_dense(const struct window *w, int is_max, int cip, const float 
 		pool_axis(w, 2, o2, &a2[o2], &b2[o2], &p2[o2]);
 		pairs = pairs && b2[o2] - a2[o2] == 2;
 	}
+	int packed = pairs; /* ... and the pairs follow each other: a 2x2-stride-2 row */
+	for (int64_t o2 = 0; packed && o2 < n2; o2++)
+		packed = a2[o2] == a2[0] + 2 * o2;
 	size_t isz = (size_t)(w->in[0] * w->in[1] * w->in[2]);
 	float init = is_max ? -INFINITY : 0.0f;
 	for (size_t pl = 0; pl < planes; pl++) {
@@ -526,7 +556,10 @@ static void pool_dense(const struct window *w, int is_max, int cip, const float 
 						const float *xr =
 						    xp + (i0 * w->in[1] + i1) * w->in[2];
 						if (is_max && pairs) { /* 2-wide taps, all inside */
-							for (int64_t o2 = 0; o2 < n2; o2++) {
+							int64_t o2 = 0;
+							if (packed)
+								o2 = max_pairs4(y, xr + a2[0], n2);
+							for (; o2 < n2; o2++) {
 								const float *q = xr + a2[o2];
 								float acc = y[o2];
 								acc = q[0] > acc ? q[0] : acc;
