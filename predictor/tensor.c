@@ -1,11 +1,89 @@
 /*
  * tensor.c - dense tensors (see tensor.h).
+ *
+ * A tensor is one allocation: the struct, then its data at TENSOR_HDR bytes
+ * (32-byte aligned from the start of the block). Freed tensors of up to
+ * TENSOR_CACHE_MAX_BYTES go to a per-thread cache, and tensor_new takes the
+ * smallest cached block that fits before it calls malloc: a model run then
+ * recycles the previous run's intermediates. The cache of a thread is freed
+ * by a pthread key destructor when the thread exits.
  */
 #include "tensor.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define TENSOR_HDR ((sizeof(struct tensor) + 31) & ~(size_t)31)
+
+/* The cache is off under AddressSanitizer: recycled blocks would hide a use after free. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TENSOR_CACHE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TENSOR_CACHE 0
+#endif
+#endif
+#ifndef TENSOR_CACHE
+#define TENSOR_CACHE 1
+#endif
+
+struct tensor_cache {
+	size_t n;
+	struct tensor *t[TENSOR_CACHE_SLOTS];
+};
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+static int cache_ok;
+static _Thread_local struct tensor_cache *cache_tls;
+
+static void cache_destroy(void *p)
+{
+	struct tensor_cache *c = p;
+	for (size_t i = 0; i < c->n; i++)
+		free(c->t[i]);
+	free(c);
+}
+
+static void cache_init(void)
+{
+	cache_ok = pthread_key_create(&cache_key, cache_destroy) == 0;
+}
+
+/* This thread's cache, made on first use; NULL when there is none. */
+static struct tensor_cache *cache_get(void)
+{
+	if (!TENSOR_CACHE)
+		return NULL;
+	if (cache_tls)
+		return cache_tls;
+	pthread_once(&cache_once, cache_init);
+	struct tensor_cache *c = cache_ok ? calloc(1, sizeof(*c)) : NULL;
+	if (c && pthread_setspecific(cache_key, c) != 0) {
+		free(c);
+		c = NULL;
+	}
+	return cache_tls = c;
+}
+
+/* The smallest cached block holding at least bytes of data, taken out; or NULL. */
+static struct tensor *cache_take(size_t bytes)
+{
+	struct tensor_cache *c = bytes <= TENSOR_CACHE_MAX_BYTES ? cache_get() : NULL;
+	if (!c)
+		return NULL;
+	size_t best = c->n;
+	for (size_t i = 0; i < c->n; i++)
+		if (c->t[i]->cap >= bytes && (best == c->n || c->t[i]->cap < c->t[best]->cap))
+			best = i;
+	if (best == c->n)
+		return NULL;
+	struct tensor *t = c->t[best];
+	c->t[best] = c->t[--c->n];
+	return t;
+}
 
 size_t tensor_dtype_size(enum tensor_dtype t)
 {
@@ -135,24 +213,29 @@ static struct tensor *tensor_alloc(const char *name, enum tensor_dtype dtype, in
 			return NULL;
 		nelem *= (size_t)dims[i];
 	}
-	struct tensor *t = calloc(1, sizeof(*t));
-	if (!t)
-		goto fail;
+	/* One byte at least, so that data is never NULL. */
+	size_t bytes = nelem ? nelem * esize : 1;
+	if (bytes > SIZE_MAX - TENSOR_HDR)
+		return NULL;
+	struct tensor *t = cache_take(bytes);
+	size_t cap = t ? t->cap : bytes;
+	if (!t && !(t = malloc(TENSOR_HDR + bytes)))
+		return NULL;
+	memset(t, 0, sizeof(*t));
+	t->cap = cap;
+	t->data = (char *)t + TENSOR_HDR;
+	if (zero)
+		memset(t->data, 0, bytes);
 	t->dtype = dtype;
 	t->ndim = ndim;
 	if (ndim)
 		memcpy(t->dims, dims, sizeof(dims[0]) * (size_t)ndim);
 	t->nelem = nelem;
-	/* calloc(0) may return NULL; keep one byte so data is never NULL. */
-	t->data = zero ? calloc(nelem ? nelem : 1, esize) : malloc((nelem ? nelem : 1) * esize);
-	if (!t->data)
-		goto fail;
-	if (name && !(t->name = strdup(name)))
-		goto fail;
+	if (name && !(t->name = strdup(name))) {
+		tensor_free(t);
+		return NULL;
+	}
 	return t;
-fail:
-	tensor_free(t);
-	return NULL;
 }
 
 struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, const int64_t *dims)
@@ -171,6 +254,11 @@ void tensor_free(struct tensor *t)
 	if (!t)
 		return;
 	free(t->name);
-	free(t->data);
+	t->name = NULL;
+	struct tensor_cache *c = t->cap <= TENSOR_CACHE_MAX_BYTES ? cache_get() : NULL;
+	if (c && c->n < TENSOR_CACHE_SLOTS) {
+		c->t[c->n++] = t;
+		return;
+	}
 	free(t);
 }

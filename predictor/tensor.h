@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TENSOR_MAX_DIMS 8
+#define TENSOR_MAX_DIMS        8
+#define TENSOR_CACHE_SLOTS     32
+#define TENSOR_CACHE_MAX_BYTES ((size_t)64 << 10)
 
 enum tensor_dtype {
 	TENSOR_UNDEFINED = 0,
@@ -33,6 +35,7 @@ struct tensor {
 	int64_t dims[TENSOR_MAX_DIMS];
 	void *data; /* owned, nelem * tensor_dtype_size(dtype) bytes */
 	size_t nelem;
+	size_t cap; /* private to tensor.c: bytes the allocation holds for data */
 };
 
 /* Bytes per element, 0 for TENSOR_UNDEFINED. */
@@ -64,7 +67,14 @@ struct tensor *tensor_new(const char *name, enum tensor_dtype dtype, int ndim, c
  */
 struct tensor *tensor_new_uninit(const char *name, enum tensor_dtype dtype, int ndim,
                                  const int64_t *dims);
-/* Free a tensor and its data. Accepts NULL. */
+/*
+ * Free a tensor and its data. Accepts NULL. A tensor and its data are one
+ * allocation; a freed one of at most TENSOR_CACHE_MAX_BYTES may be kept in a
+ * small per-thread cache (TENSOR_CACHE_SLOTS) for the thread's next
+ * tensor_new, so that a model run in a loop does not go to malloc. The cache
+ * is freed when the thread exits, and is off in AddressSanitizer builds so
+ * that a use after free is still caught.
+ */
 void tensor_free(struct tensor *t);
 
 #endif
