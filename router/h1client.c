@@ -536,13 +536,15 @@ static void xfer_rewind(struct h1_xfer *x)
 /*
  * Put the transfer on a connection and write: the most recently used idle one
  * (a dead one, refusing the write, is closed and the next tried), else a new
- * one. May run inside h1client_submit: failures are reported with fail_soon.
+ * one; a re-send always on a new one (the pooled ones may be as dead as the
+ * one that failed). May run inside h1client_submit: failures are reported
+ * with fail_soon.
  */
 static void xfer_start(struct h1_xfer *x)
 {
 	struct h1_endpoint *ep = x->ep;
 	xfer_rewind(x);
-	while (ep->idle != NULL) {
+	while (!x->resent && ep->idle != NULL) { /* a re-send goes on a fresh connection */
 		struct h1_conn *k = ep->idle;
 		idle_remove(k);
 		k->x = x;

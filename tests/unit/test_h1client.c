@@ -543,6 +543,25 @@ static void test_reused_dies(void **state)
 	assert_non_null(strstr(o.detail, "refused"));
 }
 
+/* The re-send never takes another pooled connection: they may all be dead. */
+static void test_resend_fresh(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome a, b;
+	fx->srv.mode = SRV_CLOSE_2ND; /* every connection dies on its second request */
+	submit_body(fx, "GET", NULL, 0, 2000, 1024, &a);
+	submit_body(fx, "GET", NULL, 0, 2000, 1024, &b);
+	run_until(fx, &a);
+	run_until(fx, &b);
+	assert_int_equal(a.err, UPSTREAM_OK);
+	assert_int_equal(b.err, UPSTREAM_OK);
+	assert_int_equal(h1client_idle(fx->c), 2);
+	get(fx, "GET", 1024, &a);
+	assert_int_equal(a.err, UPSTREAM_OK);
+	assert_string_equal(a.body, "hello");
+	assert_int_equal(fx->srv.accepts, 3); /* the re-send opened a new one */
+}
+
 /* A fresh connection that closes without an answer: a reset, never sent again. */
 static void test_fresh_conn_closed(void **state)
 {
@@ -666,6 +685,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_closed_by_peer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reused_dies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resend_fresh, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fresh_conn_closed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_body_partial_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
