@@ -564,90 +564,64 @@ static const double fp_exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
                                         1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 /*
- * The number in [d, end) (digits, an optional fraction and exponent, already
- * checked by fp_number; the sign is neg) when it has at most 15 digits and a
- * decimal exponent within 10^+-22: its digits m and the power of ten are both
- * exact doubles, so the one multiplication or division is correctly rounded,
- * the same double as strtod's. Returns -1 (and strtod is used) otherwise.
+ * A strict JSON number, converted as jansson would; -1 for what jansson
+ * refuses. One pass collects the digits: an integer is exact (jansson's
+ * range is int64: at most 18 digits here); a decimal with at most 15 digits
+ * and a power of ten within 10^+-22 is m * 10^e or m / 10^-e with m and 10^e
+ * exact doubles, one correctly rounded operation, so the same double as
+ * strtod's; anything longer goes to strtod.
  */
-static int fp_exact_decimal(const char *d, const char *end, int neg, double *out)
-{
-	uint64_t m = 0;
-	int nd = 0, frac = 0, in_frac = 0;
-	long e = 0;
-	for (; d < end; d++) {
-		if (*d == '.') {
-			in_frac = 1;
-			continue;
-		}
-		if (*d == 'e' || *d == 'E')
-			break;
-		if (++nd > 15)
-			return -1;
-		m = m * 10 + (uint64_t)(*d - '0');
-		frac += in_frac;
-	}
-	if (d < end) {
-		int eneg = *++d == '-';
-		d += *d == '-' || *d == '+';
-		for (; d < end; d++) {
-			if (e > 1000)
-				return -1;
-			e = e * 10 + (*d - '0');
-		}
-		e = eneg ? -e : e;
-	}
-	e -= frac;
-	if (e < -22 || e > 22)
-		return -1;
-	double v = (double)m;
-	v = e < 0 ? v / fp_exact_pow10[-e] : v * fp_exact_pow10[e];
-	*out = neg ? -v : v;
-	return 0;
-}
-
-/* A strict JSON number, converted as jansson would; -1 for what jansson refuses. */
 static int fp_number(struct fp *f, double *out)
 {
 	fp_ws(f);
 	const char *s = f->p, *p = s;
-	int neg = p < f->end && *p == '-', is_int = 1;
+	int neg = p < f->end && *p == '-', is_int = 1, nd = 0, frac = 0;
+	uint64_t m = 0;
+	long e = 0;
 	p += neg;
-	const char *d0 = p;
 	if (!fp_is_digit(f, p))
 		return -1;
-	if (*p == '0')
+	if (*p == '0') {
 		p++;
-	else
-		while (fp_is_digit(f, p))
-			p++;
-	size_t nd = (size_t)(p - d0);
+		nd = 1;
+	} else {
+		for (; fp_is_digit(f, p); p++, nd++)
+			if (nd < 19)
+				m = m * 10 + (uint64_t)(*p - '0');
+	}
 	if (p < f->end && *p == '.') {
 		is_int = 0;
-		if (!fp_is_digit(f, ++p))
+		p++;
+		if (!fp_is_digit(f, p))
 			return -1;
-		while (fp_is_digit(f, p))
-			p++;
+		for (; fp_is_digit(f, p); p++, nd++)
+			if (nd < 19) {
+				m = m * 10 + (uint64_t)(*p - '0');
+				frac++;
+			}
 	}
 	if (p < f->end && (*p == 'e' || *p == 'E')) {
 		is_int = 0;
 		p++;
+		int eneg = p < f->end && *p == '-';
 		if (p < f->end && (*p == '+' || *p == '-'))
 			p++;
 		if (!fp_is_digit(f, p))
 			return -1;
-		while (fp_is_digit(f, p))
-			p++;
+		for (; fp_is_digit(f, p); p++)
+			if (e < 100000)
+				e = e * 10 + (*p - '0');
+		e = eneg ? -e : e;
 	}
 	if (is_int) {
-		if (nd > 18) /* jansson's integer range is int64 */
+		if (nd > 18)
 			return -1;
-		int64_t v = 0;
-		for (const char *q = d0; q < p; q++)
-			v = v * 10 + (*q - '0');
-		*out = (double)(neg ? -v : v);
-	} else if (fp_exact_decimal(d0, p, neg, out) == 0) {
-		/* done: a short decimal, converted exactly as strtod would */
+		*out = (double)(neg ? -(int64_t)m : (int64_t)m);
+	} else if (nd <= 15 && e - frac >= -22 && e - frac <= 22) {
+		double v = (double)m;
+		e -= frac;
+		v = e < 0 ? v / fp_exact_pow10[-e] : v * fp_exact_pow10[e];
+		*out = neg ? -v : v;
 	} else {
 		char buf[64], *endp;
 		size_t n = (size_t)(p - s);
@@ -738,6 +712,16 @@ static int fp_key_is(const char *k, size_t n, const char *want)
 }
 
 /* Values of data (flat or nested) into the FP32 tensor t. */
+/* One number of data into the FP32 tensor t. */
+static int fp_value(struct fp *f, struct tensor *t, size_t *count)
+{
+	double d;
+	if (*count >= t->nelem || fp_number(f, &d) < 0 || fabs(d) > FLT_MAX)
+		return -1;
+	((float *)t->data)[(*count)++] = (float)d;
+	return 0;
+}
+
 static int fp_data(struct fp *f, struct tensor *t, size_t *count, int depth)
 {
 	if (depth > V2_MAX_JSON_DEPTH)
@@ -745,17 +729,18 @@ static int fp_data(struct fp *f, struct tensor *t, size_t *count, int depth)
 	if (fp_lit(f, '[')) {
 		if (fp_lit(f, ']'))
 			return 0;
+		if (depth + 1 > V2_MAX_JSON_DEPTH) /* where each element's own call would stop */
+			return -1;
 		do {
-			if (fp_data(f, t, count, depth + 1) < 0)
+			fp_ws(f);
+			/* numbers inline: the common flat list makes no call per element */
+			if ((f->p < f->end && *f->p == '[') ? fp_data(f, t, count, depth + 1) < 0
+			                                    : fp_value(f, t, count) < 0)
 				return -1;
 		} while (fp_lit(f, ','));
 		return fp_lit(f, ']') ? 0 : -1;
 	}
-	double d;
-	if (*count >= t->nelem || fp_number(f, &d) < 0 || fabs(d) > FLT_MAX)
-		return -1;
-	((float *)t->data)[(*count)++] = (float)d;
-	return 0;
+	return fp_value(f, t, count);
 }
 
 static int fp_shape(struct fp *f, int *ndim, int64_t *dims)
