@@ -56,6 +56,8 @@ struct worker {
 	struct event *sweep;  /* lets go of guards whose connection evhttp freed */
 	pthread_t tid;
 	int started;
+	time_t date_sec; /* second the Date header below is for */
+	char date[40];   /* "Sun, 06 Nov 1994 08:49:37 GMT", made once a second */
 };
 
 struct server {
@@ -104,6 +106,33 @@ static const char *reason_of(int code)
 }
 
 /*
+ * The Date header, from the loop's cached clock, formatted once a second (as
+ * evhttp would format it on every reply: RFC 1123, English names). NULL if
+ * the clock cannot be read: evhttp then adds its own.
+ */
+static const char *worker_date(struct worker *w)
+{
+	static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+	static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+	                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+	struct timeval tv;
+	if (event_base_gettimeofday_cached(w->base, &tv) < 0)
+		return NULL;
+	if (!w->date[0] || tv.tv_sec != w->date_sec) {
+		struct tm tm;
+		time_t t = tv.tv_sec;
+		if (!gmtime_r(&t, &tm) || tm.tm_wday < 0 || tm.tm_wday > 6 || tm.tm_mon < 0 ||
+		    tm.tm_mon > 11)
+			return NULL;
+		snprintf(w->date, sizeof(w->date), "%s, %02d %s %04d %02d:%02d:%02d GMT",
+		         days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon], tm.tm_year + 1900,
+		         tm.tm_hour, tm.tm_min, tm.tm_sec);
+		w->date_sec = t;
+	}
+	return w->date;
+}
+
+/*
  * Send what is in the request's output buffer; count it. libevent 2.1 would
  * send the body of a HEAD reply too: keep its length, drop the bytes.
  */
@@ -111,6 +140,9 @@ static void reply(struct worker *w, struct evhttp_request *req, int code, const 
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	evhttp_add_header(h, "Content-Type", ctype);
+	const char *date = worker_date(w);
+	if (date)
+		evhttp_add_header(h, "Date", date);
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
 		struct evbuffer *out = evhttp_request_get_output_buffer(req);
 		char len[24];

@@ -966,8 +966,19 @@ static char *jw_room(struct jw *w, size_t need)
 
 static void jw_i64(struct jw *w, int64_t x)
 {
-	char *p = jw_room(w, 24);
-	w->n += (size_t)snprintf(p, 24, "%" PRId64, x);
+	char tmp[24];
+	size_t n = 0;
+	uint64_t u = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (x < 0)
+		tmp[n++] = '-';
+	char *p = jw_room(w, sizeof(tmp));
+	for (size_t i = 0; i < n; i++)
+		p[i] = tmp[n - 1 - i];
+	w->n += n;
 }
 
 /* 10^k for k in -30..60: what fmt_float scales by (float exponents are -45..38). */
