@@ -641,19 +641,20 @@ static void on_conn_write(evutil_socket_t fd, short what, void *arg)
 
 /* ---- response parsing ---- */
 
-/* A complete line at the front of rb: 1 (*len bytes at *line, *used with its end), 0 more. */
-static int next_line(struct evbuffer *rb, size_t max, char **line, size_t *len, size_t *used)
+/* A complete line at p (avail bytes): 1 (*len bytes, *used with its end), 0 more, -1 too long. */
+static int next_line(const char *p, size_t avail, size_t max, size_t *len, size_t *used)
 {
-	size_t eol = 0;
-	struct evbuffer_ptr p = evbuffer_search_eol(rb, NULL, &eol, EVBUFFER_EOL_CRLF);
-	if (p.pos < 0)
-		return evbuffer_get_length(rb) > max ? -1 : 0;
-	if ((size_t)p.pos > max)
+	const char *nl = memchr(p, '\n', avail);
+	if (nl == NULL)
+		return avail > max ? -1 : 0;
+	size_t n = (size_t)(nl - p);
+	*used = n + 1;
+	if (n && p[n - 1] == '\r')
+		n--;
+	if (n > max)
 		return -1;
-	*len = (size_t)p.pos;
-	*used = *len + eol;
-	*line = (char *)evbuffer_pullup(rb, (ev_ssize_t)*used);
-	return *line ? 1 : -1;
+	*len = n;
+	return 1;
 }
 
 static int is_tchar(unsigned char ch)
@@ -852,14 +853,17 @@ bad:
 	return -1;
 }
 
-/* One line in a state that reads lines. 1 consumed, 0 need more, -1 error (x->detail). */
-static int parse_line(struct h1_xfer *x, struct evbuffer *rb)
+/*
+ * One line at p + *pos in a state that reads lines. 1 consumed (*pos moved
+ * past it), 0 need more, -1 error (x->detail).
+ */
+static int parse_line(struct h1_xfer *x, const char *p, size_t len, size_t *pos)
 {
-	char *l;
-	size_t n, used;
+	const char *l = p + *pos;
+	size_t n = 0, used = 0;
 	size_t max = x->state == H1_CHUNK_SIZE || x->state == H1_CHUNK_CRLF ? H1_MAX_CHUNK_LINE
 	                                                                    : H1_MAX_LINE;
-	int r = next_line(rb, max, &l, &n, &used);
+	int r = next_line(l, len - *pos, max, &n, &used);
 	if (r <= 0) {
 		if (r < 0)
 			snprintf(x->detail, sizeof(x->detail), "%s",
@@ -916,65 +920,69 @@ static int parse_line(struct h1_xfer *x, struct evbuffer *rb)
 	default:
 		abort();
 	}
-	evbuffer_drain(rb, used);
+	*pos += used;
 	return r;
 }
 
-/* Move body bytes from rb; 0, or -1 over max_response (x->detail). */
-static int take_body(struct h1_xfer *x, struct evbuffer *rb)
+/* Body bytes from p (avail): 1 the body part ended, 0 need more, -1 (x->detail). */
+static int take_body(struct h1_xfer *x, const char *p, size_t avail, size_t *pos)
 {
-	size_t have = evbuffer_get_length(rb);
+	size_t n = avail;
 	if (x->state == H1_BODY_CLOSE) {
-		if (have > x->max_response - evbuffer_get_length(x->body_buf)) {
+		if (avail > x->max_response - evbuffer_get_length(x->body_buf)) {
 			snprintf(x->detail, sizeof(x->detail), "response body over the size limit");
 			return -1;
 		}
-		evbuffer_add_buffer(x->body_buf, rb);
-		return 0;
+	} else if (n > x->remaining) {
+		n = (size_t)x->remaining;
 	}
-	size_t n = have < x->remaining ? have : (size_t)x->remaining;
-	if (n && evbuffer_remove_buffer(rb, x->body_buf, n) != (int)n) {
+	if (n && evbuffer_add(x->body_buf, p, n) < 0) {
 		snprintf(x->detail, sizeof(x->detail), "out of memory for the response body");
 		return -1;
 	}
+	*pos += n;
+	if (x->state == H1_BODY_CLOSE)
+		return 0;
 	x->remaining -= n;
-	if (x->remaining == 0)
-		x->state = x->state == H1_CHUNK_DATA ? H1_CHUNK_CRLF : H1_DONE;
-	return 0;
+	if (x->remaining > 0)
+		return 0;
+	x->state = x->state == H1_CHUNK_DATA ? H1_CHUNK_CRLF : H1_DONE;
+	return 1;
 }
 
-/* Run the parser over what is buffered; completes the transfer when done or broken. */
+/*
+ * Run the parser over what is buffered (one contiguous span: a read normally
+ * leaves a single chain, so the pullup copies nothing); completes the
+ * transfer when done or broken.
+ */
 static void xfer_parse(struct h1_xfer *x)
 {
 	struct evbuffer *rb = x->conn->rb;
-	for (;;) {
-		int r;
+	size_t len = evbuffer_get_length(rb), pos = 0;
+	const char *p = (const char *)evbuffer_pullup(rb, (ev_ssize_t)len);
+	int r = p ? 1 : -1;
+	if (r < 0)
+		snprintf(x->detail, sizeof(x->detail), "out of memory for the response");
+	while (r > 0 && x->state != H1_DONE) {
 		switch (x->state) {
 		case H1_BODY_LENGTH:
 		case H1_CHUNK_DATA:
 		case H1_BODY_CLOSE:
-			r = take_body(x, rb);
-			if (r == 0 && (x->state == H1_BODY_CLOSE || x->state == H1_BODY_LENGTH ||
-			               x->state == H1_CHUNK_DATA))
-				r = evbuffer_get_length(rb) ? 1 : 0;
-			else if (r == 0)
-				r = 1;
+			r = take_body(x, p + pos, len - pos, &pos);
 			break;
-		case H1_DONE:
-			complete(x, UPSTREAM_OK, "");
-			return;
 		default:
-			r = parse_line(x, rb);
+			r = parse_line(x, p, len, &pos);
 			break;
 		}
-		if (r < 0) {
-			conn_close(x->conn);
-			complete(x, UPSTREAM_ERR_PROTOCOL, x->detail);
-			return;
-		}
-		if (r == 0)
-			return;
 	}
+	if (r < 0) {
+		conn_close(x->conn);
+		complete(x, UPSTREAM_ERR_PROTOCOL, x->detail);
+		return;
+	}
+	evbuffer_drain(rb, pos); /* before complete(): what is left keeps it from the pool */
+	if (x->state == H1_DONE)
+		complete(x, UPSTREAM_OK, "");
 }
 
 /* Read into buf at most want bytes: >0, 0 at EOF, -1 (errno; EAGAIN: nothing yet). */
