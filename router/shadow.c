@@ -29,13 +29,17 @@
  */
 #include "shadow.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/queue.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -88,13 +92,14 @@ struct shadow_worker {
 	/* hand-over queue (mu) */
 	pthread_mutex_t mu;
 	struct shadow_ctx *q_head, *q_tail;
-	int wake_pending; /* wake_ev activated, queue not yet taken */
+	int wake_pending; /* wake_fd written, queue not yet taken */
 	int stop;
 	/* shadow thread */
 	pthread_t thread;
 	int started; /* the thread runs (or ran): join it */
 	int failed;  /* it could not be started: every mirror is dropped */
 	struct event_base *base;
+	int wake_fd; /* eventfd: written by the worker without taking libevent's lock */
 	struct event *wake_ev;
 	struct upstream *up;
 	struct shadow_ctx *ctxs;                  /* in flight (shadow thread) */
@@ -468,6 +473,9 @@ static void pump(struct shadow_worker *sw)
 static void on_wake(evutil_socket_t fd, short events, void *arg)
 {
 	struct shadow_worker *sw = arg;
+	uint64_t n;
+	if (read(sw->wake_fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		log_debug("shadow: worker %zu: wake-up read: %s", sw->index, strerror(errno));
 	pthread_mutex_lock(&sw->mu);
 	struct shadow_ctx *c = sw->stop ? NULL : sw->q_head;
 	int stop = sw->stop;
@@ -494,6 +502,13 @@ static void on_wake(evutil_socket_t fd, short events, void *arg)
 static void *shadow_main(void *arg)
 {
 	struct shadow_worker *sw = arg;
+	char name[16];
+	snprintf(name, sizeof(name), "shadow-%zu", sw->index % 100000);
+	pthread_setname_np(pthread_self(), name); /* top -H, perf, strace -p by thread */
+	/* SCHED_BATCH: a wake-up of this thread never preempts a live worker; it
+	 * still gets its fair share of the CPU. Best effort. */
+	struct sched_param sp = {0};
+	pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
 	event_base_loop(sw->base, EVLOOP_NO_EXIT_ON_EMPTY);
 	/* stopping: the engine cancels every transfer (no callbacks), then free them */
 	upstream_free(sw->up);
@@ -523,7 +538,10 @@ static int thread_start(struct shadow_worker *sw, char *err, size_t errlen)
 		sw->base = event_base_new_with_config(ecfg);
 		event_config_free(ecfg);
 	}
-	if (!sw->base || !(sw->wake_ev = event_new(sw->base, -1, 0, on_wake, sw))) {
+	sw->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (!sw->base || sw->wake_fd < 0 ||
+	    !(sw->wake_ev = event_new(sw->base, sw->wake_fd, EV_READ | EV_PERSIST, on_wake, sw)) ||
+	    event_add(sw->wake_ev, NULL) < 0) {
 		snprintf(err, errlen, "cannot set up its event loop");
 		goto fail;
 	}
@@ -546,6 +564,9 @@ fail:
 	if (sw->base)
 		event_base_free(sw->base);
 	sw->base = NULL;
+	if (sw->wake_fd >= 0)
+		close(sw->wake_fd);
+	sw->wake_fd = -1;
 	sw->failed = 1;
 	return -1;
 }
@@ -563,6 +584,7 @@ static struct shadow_worker *worker_state(struct worker *w)
 		return NULL;
 	}
 	sw->index = w->index;
+	sw->wake_fd = -1;
 	char err[256];
 	if (thread_start(sw, err, sizeof(err)) < 0)
 		log_error(SHADOW_ENGINE_ERROR "; mirrors are dropped (reason internal)", w->index,
@@ -759,6 +781,15 @@ static int mirror_budget(const struct shadow_worker *sw, const struct proxy_live
 	return -1;
 }
 
+/* Wake the shadow thread (one 8-byte write; no lock held). */
+static void wake(struct shadow_worker *sw)
+{
+	uint64_t one = 1;
+	if (write(sw->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		log_warn("shadow: worker %zu: cannot wake the shadow thread: %s", sw->index,
+		         strerror(errno));
+}
+
 /* Take c's budget and hand it to the shadow thread (which owns it from now on). */
 static void ctx_push(struct shadow_worker *sw, struct shadow_ctx *c, struct route_snapshot *s)
 {
@@ -772,11 +803,11 @@ static void ctx_push(struct shadow_worker *sw, struct shadow_ctx *c, struct rout
 	else
 		sw->q_head = c;
 	sw->q_tail = c;
-	int wake = !sw->wake_pending;
+	int need_wake = !sw->wake_pending;
 	sw->wake_pending = 1;
 	pthread_mutex_unlock(&sw->mu);
-	if (wake)
-		event_active(sw->wake_ev, EV_READ, 1);
+	if (need_wake)
+		wake(sw);
 }
 
 int shadow_after_live(const struct proxy_live *live)
@@ -819,7 +850,7 @@ void shadow_worker_free(struct worker *w)
 		pthread_mutex_lock(&sw->mu);
 		sw->stop = 1;
 		pthread_mutex_unlock(&sw->mu);
-		event_active(sw->wake_ev, EV_READ, 1);
+		wake(sw);
 		pthread_join(sw->thread, NULL);
 	}
 	while (sw->q_head) { /* queued, never started */
@@ -832,6 +863,8 @@ void shadow_worker_free(struct worker *w)
 		event_free(sw->wake_ev);
 	if (sw->base)
 		event_base_free(sw->base);
+	if (sw->wake_fd >= 0)
+		close(sw->wake_fd);
 	pthread_mutex_lock(&reg_mu);
 	for (struct shadow_worker **pp = &reg_head; *pp; pp = &(*pp)->next) {
 		if (*pp == sw) {

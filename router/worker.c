@@ -14,6 +14,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -290,6 +291,9 @@ fail_quiet:
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
+	char name[16];
+	snprintf(name, sizeof(name), "worker-%zu", w->index % 100000);
+	pthread_setname_np(pthread_self(), name); /* top -H, perf, strace -p by thread */
 	log_debug("worker %zu: running", w->index);
 	event_base_dispatch(w->base);
 	log_debug("worker %zu: loop ended", w->index);
