@@ -951,18 +951,15 @@ static int take_body(struct h1_xfer *x, const char *p, size_t avail, size_t *pos
 }
 
 /*
- * Run the parser over what is buffered (one contiguous span: a read normally
- * leaves a single chain, so the pullup copies nothing); completes the
- * transfer when done or broken.
+ * Run the parser over p (len bytes: the connection's buffer pulled up when
+ * in_rb, else a fresh read that rb, empty, never saw); what is not consumed
+ * stays in (or goes to) rb. Completes the transfer when done or broken.
  */
-static void xfer_parse(struct h1_xfer *x)
+static void xfer_parse(struct h1_xfer *x, const char *p, size_t len, int in_rb)
 {
 	struct evbuffer *rb = x->conn->rb;
-	size_t len = evbuffer_get_length(rb), pos = 0;
-	const char *p = (const char *)evbuffer_pullup(rb, (ev_ssize_t)len);
-	int r = p ? 1 : -1;
-	if (r < 0)
-		snprintf(x->detail, sizeof(x->detail), "out of memory for the response");
+	size_t pos = 0;
+	int r = 1;
 	while (r > 0 && x->state != H1_DONE) {
 		switch (x->state) {
 		case H1_BODY_LENGTH:
@@ -975,14 +972,60 @@ static void xfer_parse(struct h1_xfer *x)
 			break;
 		}
 	}
+	/* before complete(): bytes left over keep the connection from the pool */
+	if (r >= 0 && in_rb)
+		evbuffer_drain(rb, pos);
+	else if (r >= 0 && pos < len && evbuffer_add(rb, p + pos, len - pos) < 0) {
+		snprintf(x->detail, sizeof(x->detail), "out of memory for the response");
+		r = -1;
+	}
 	if (r < 0) {
 		conn_close(x->conn);
 		complete(x, UPSTREAM_ERR_PROTOCOL, x->detail);
 		return;
 	}
-	evbuffer_drain(rb, pos); /* before complete(): what is left keeps it from the pool */
 	if (x->state == H1_DONE)
 		complete(x, UPSTREAM_OK, "");
+}
+
+/*
+ * A read while the head (or a chunked body) is parsed: into a stack buffer,
+ * parsed in place when nothing was left over from the last read (the usual
+ * case: no buffer allocation), else appended to what was.
+ */
+static void read_and_parse(struct h1_xfer *x)
+{
+	struct h1_conn *k = x->conn;
+	char buf[H1_READ_CHUNK];
+	ssize_t n;
+	do
+		n = recv(k->fd, buf, sizeof(buf), 0);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return;
+	if (n == 0 && x->state == H1_BODY_CLOSE) {
+		x->keepalive = 0;
+		complete(x, UPSTREAM_OK, "");
+		return;
+	}
+	if (n <= 0) {
+		xfer_lost(x, n == 0 ? "end of stream" : strerror(errno));
+		return;
+	}
+	x->got += (size_t)n;
+	if (evbuffer_get_length(k->rb) == 0) {
+		xfer_parse(x, buf, (size_t)n, 0);
+		return;
+	}
+	const char *p = NULL;
+	if (evbuffer_add(k->rb, buf, (size_t)n) == 0)
+		p = (const char *)evbuffer_pullup(k->rb, -1);
+	if (p == NULL) {
+		conn_close(k);
+		complete(x, UPSTREAM_ERR_INTERNAL, "out of memory for the response");
+		return;
+	}
+	xfer_parse(x, p, evbuffer_get_length(k->rb), 1);
 }
 
 /* Read into buf at most want bytes: >0, 0 at EOF, -1 (errno; EAGAIN: nothing yet). */
@@ -1012,26 +1055,23 @@ static void on_conn_read(evutil_socket_t fd, short what, void *arg)
 		conn_close(k);
 		return;
 	}
-	int direct = (x->state == H1_BODY_LENGTH || x->state == H1_BODY_CLOSE) &&
-	             evbuffer_get_length(k->rb) == 0;
-	size_t want = H1_READ_CHUNK;
-	if (direct) {
-		size_t room = x->max_response - evbuffer_get_length(x->body_buf);
-		want = x->state == H1_BODY_LENGTH && x->remaining < H1_BODY_READ_MAX
-		           ? (size_t)x->remaining
-		           : H1_BODY_READ_MAX;
-		if (x->state == H1_BODY_CLOSE && want > room)
-			want = room + 1; /* one byte over tells the limit is passed */
+	if ((x->state != H1_BODY_LENGTH && x->state != H1_BODY_CLOSE) ||
+	    evbuffer_get_length(k->rb) > 0) {
+		read_and_parse(x);
+		return;
 	}
-	ssize_t n = read_into(fd, direct ? x->body_buf : k->rb, want);
+	/* a body with a length or up to the close: straight into the result */
+	size_t room = x->max_response - evbuffer_get_length(x->body_buf);
+	size_t want = x->state == H1_BODY_LENGTH && x->remaining < H1_BODY_READ_MAX
+	                  ? (size_t)x->remaining
+	                  : H1_BODY_READ_MAX;
+	if (x->state == H1_BODY_CLOSE && want > room)
+		want = room + 1; /* one byte over tells the limit is passed */
+	ssize_t n = read_into(fd, x->body_buf, want);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		return;
 	if (n > 0) {
 		x->got += (size_t)n;
-		if (!direct) {
-			xfer_parse(x);
-			return;
-		}
 		if (x->state == H1_BODY_CLOSE) {
 			if (evbuffer_get_length(x->body_buf) > x->max_response) {
 				conn_close(k);

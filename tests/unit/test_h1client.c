@@ -59,6 +59,7 @@ struct srv {
 	size_t reply_len;
 	int echo_len;           /* answer "<body bytes>:<sum of body bytes mod 65521>" */
 	int read_delay_ms;      /* do not read a connection until this long after accept */
+	int trickle;            /* answer 7 bytes at a time, 2 ms apart */
 	uint64_t last_body_sum; /* of the last request body */
 	char last_req[1024];    /* the last request's first bytes */
 	struct sconn conns[MAX_CONNS];
@@ -112,8 +113,35 @@ static int whole_request(struct evbuffer *buf, size_t *len, size_t *body_at)
 	return 1;
 }
 
+struct trickle {
+	struct event_base *base;
+	struct sconn *k;
+	const char *p;
+	size_t left;
+};
+
+static void on_trickle(evutil_socket_t fd, short what, void *arg)
+{
+	struct trickle *t = arg;
+	size_t n = t->left < 7 ? t->left : 7;
+	(void)fd;
+	(void)what;
+	assert_int_equal(write(t->k->fd, t->p, n), (ssize_t)n);
+	t->p += n;
+	t->left -= n;
+	struct timeval tv = {0, 2000};
+	if (t->left == 0 || event_base_once(t->base, -1, EV_TIMEOUT, on_trickle, t, &tv) < 0)
+		free(t);
+}
+
 static void srv_answer(struct srv *s, struct sconn *k, size_t body_len)
 {
+	if (s->trickle) {
+		struct trickle *t = malloc(sizeof(*t));
+		*t = (struct trickle){.base = s->base, .k = k, .p = s->reply, .left = s->reply_len};
+		on_trickle(-1, 0, t);
+		return;
+	}
 	if (s->echo_len) {
 		char a[64];
 		int n = snprintf(a, sizeof(a), "%zu:%llu", body_len,
@@ -543,6 +571,25 @@ static void test_reused_dies(void **state)
 	assert_non_null(strstr(o.detail, "refused"));
 }
 
+/* An answer in 7-byte pieces: lines and chunks split across reads. */
+static void test_trickle(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	fx->srv.trickle = 1;
+	srv_reply(&fx->srv, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Link: yes\r\n\r\n"
+	                    "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: t\r\n\r\n");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_string_equal(o.body, "hello world");
+	srv_reply(&fx->srv, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: "
+	                    "26\r\n\r\nabcdefghijklmnopqrstuvwxyz");
+	get(fx, "GET", 1024, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_string_equal(o.body, "abcdefghijklmnopqrstuvwxyz");
+	assert_int_equal(fx->srv.accepts, 1);
+}
+
 /* The re-send never takes another pooled connection: they may all be dead. */
 static void test_resend_fresh(void **state)
 {
@@ -685,6 +732,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_closed_by_peer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reused_dies, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_trickle, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resend_fresh, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_fresh_conn_closed, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_body_partial_writes, setup, teardown),
