@@ -1,7 +1,7 @@
 /*
  * proxy.h - one live request's life on a worker: check the client's framing,
- * take the route snapshot, choose the variant and endpoint, forward with
- * libcurl, answer the client, record stats.
+ * take the route snapshot, choose the variant and endpoint, forward through
+ * the upstream engine, answer the client (front.c), record stats.
  */
 #ifndef TURNOUT_PROXY_H
 #define TURNOUT_PROXY_H
@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct evhttp_request;
+struct front_req;
 struct evkeyvalq;
 struct evbuffer;
 struct worker;
@@ -26,8 +26,8 @@ struct proxy_live {
 	const char *method;
 	const char *uri; /* path and query as the client sent them */
 	const char *request_id;
-	const struct evkeyvalq *req_headers;
-	const char *client_ip; /* the peer's address, appended to X-Forwarded-For */
+	const struct front_req *req; /* headers: front_req_header, front_req_field */
+	const char *client_ip;       /* the peer's address, appended to X-Forwarded-For */
 	const void *req_body;
 	size_t req_body_len;
 	long status;
@@ -36,29 +36,14 @@ struct proxy_live {
 	uint64_t latency_us;
 };
 
-/* The evhttp generic callback of a worker (arg = struct worker *). */
-void proxy_handle(struct evhttp_request *req, void *arg);
+/* The front end's request callback of a worker (arg = struct worker *). */
+void proxy_handle(struct front_req *req, void *arg);
 
 /*
  * Answer every request still in flight on w with 503 (draining) and cancel
  * its upstream transfer. Worker thread only.
  */
 void proxy_abort_all(struct worker *w);
-
-/*
- * Check a request's framing headers: at most one Content-Length (a valid
- * decimal), no Content-Length together with Transfer-Encoding, and no
- * Transfer-Encoding but a single "chunked". Returns 0, or -1 with a reason in
- * err (the caller answers 400 and closes).
- */
-int proxy_check_framing(const struct evkeyvalq *headers, char *err, size_t errlen);
-
-/*
- * evhttp_send_reply(req, code, NULL, body) that also tracks, for draining, that
- * the answer is not yet fully written (w->unflushed). body may be NULL.
- */
-void proxy_send_reply(struct worker *w, struct evhttp_request *req, int code,
-                      struct evbuffer *body);
 
 /* Whether name is a hop-by-hop header, given the message's Connection header (may be NULL). */
 int proxy_is_hop_by_hop(const char *name, const char *connection);

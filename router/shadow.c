@@ -46,6 +46,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include "front.h" /* the live request's headers */
 #include "log.h"
 #include "proxy.h"
 #include "route.h"
@@ -604,10 +605,10 @@ static uint32_t shadow_bucket(const struct route_snapshot *s, const struct proxy
 	const char *key = NULL;
 	size_t len = 0;
 	if (cfg->sticky == CONFIG_STICKY_HEADER && cfg->sticky_name) {
-		key = evhttp_find_header(live->req_headers, cfg->sticky_name);
+		key = front_req_header(live->req, cfg->sticky_name);
 		len = key ? strlen(key) : 0;
 	} else if (cfg->sticky == CONFIG_STICKY_COOKIE && cfg->sticky_name) {
-		const char *c = evhttp_find_header(live->req_headers, "Cookie");
+		const char *c = front_req_header(live->req, "Cookie");
 		key = c ? route_cookie_value(c, cfg->sticky_name, &len) : NULL;
 	}
 	if (!key || len == 0)
@@ -631,8 +632,8 @@ static void put(struct head_block *b, const char *s, size_t n)
 }
 
 /*
- * One header line "k: a[sep b]\r\n". Every header is mirrored whole: evhttp's
- * max_header already bounds its size.
+ * One header line "k: a[sep b]\r\n". Every header is mirrored whole: the front
+ * end's max_header already bounds its size.
  */
 static void put_header(struct head_block *b, const char *k, const char *a, const char *sep,
                        const char *v2)
@@ -658,23 +659,21 @@ static void mirror_headers(const struct proxy_live *live, struct head_block *b)
 	                                  "Expect",          "X-Request-Id",
 	                                  "X-Forwarded-For", "X-Forwarded-Host",
 	                                  "X-Turnout-Shadow"};
-	const char *conn = evhttp_find_header(live->req_headers, "Connection");
-	const char *xff = NULL, *host = NULL;
-	const struct evkeyval *h;
-	TAILQ_FOREACH(h, live->req_headers, next)
-	{
-		int skip = proxy_is_hop_by_hop(h->key, conn);
+	const char *conn = front_req_header(live->req, "Connection");
+	const char *xff = NULL, *host = NULL, *k, *v;
+	for (size_t n = 0; front_req_field(live->req, n, &k, &v); n++) {
+		int skip = proxy_is_hop_by_hop(k, conn);
 		for (size_t i = 0; !skip && i < sizeof(own) / sizeof(own[0]); i++) {
-			if (strcasecmp(h->key, own[i]) != 0)
+			if (strcasecmp(k, own[i]) != 0)
 				continue;
 			skip = 1;
 			if (i == 1 && !host)
-				host = h->value;
+				host = v;
 			else if (i == 4 && !xff)
-				xff = h->value;
+				xff = v;
 		}
 		if (!skip)
-			put_header(b, h->key, h->value, NULL, NULL);
+			put_header(b, k, v, NULL, NULL);
 	}
 	const char *ip = live->client_ip ? live->client_ip : "";
 	if (xff && *xff)

@@ -1,11 +1,11 @@
 /*
- * tls.h - the client listener's TLS (OpenSSL 3 under evhttp).
+ * tls.h - the client listener's TLS (OpenSSL 3 under the front end).
  *
  * One process-wide server context, built by the main thread from the
  * certificate chain and key named in the config (tls.cert, tls.key): TLS 1.2
  * and 1.3 only, forward-secret AEAD ciphers for TLS 1.2, no renegotiation, no
- * compression. Workers hand tls_server_bevcb to evhttp_set_bevcb: each new
- * client connection gets an SSL from the context current at accept time.
+ * compression. Each new client connection of the front end (front.c) gets an
+ * SSL from the context current at accept time (tls_server_ssl_new).
  * tls_server_reload swaps in a context built from the same files; connections
  * already open keep the context they started with (an SSL holds a reference
  * to its SSL_CTX), so a certificate renewal drops nothing.
@@ -16,8 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-struct event_base;
-struct bufferevent;
+struct ssl_st;
 
 /*
  * Load cert (PEM chain) and key (PEM) into the server context and remember
@@ -40,62 +39,14 @@ void tls_server_shutdown(void);
 int tls_server_enabled(void);
 
 /*
- * evhttp_set_bevcb callback (any worker thread; arg unused): a new
- * bufferevent_openssl in accepting state on base, with no fd yet (evhttp sets
- * it). Returns NULL when TLS is not enabled or on allocation failure; evhttp
- * then uses a plain socket, which answers the client's TLS hello with 400.
+ * A server-side SSL for the accepted socket fd (any worker thread), from the
+ * context current now, in accepting state (the first SSL_read handshakes).
+ * Returns NULL when TLS is not enabled or on allocation failure. The caller
+ * frees it with SSL_free (the descriptor stays the caller's).
  */
-struct bufferevent *tls_server_bevcb(struct event_base *base, void *arg);
+struct ssl_st *tls_server_ssl_new(int fd);
 
 /* Handshakes begun since start (for tests and /status). */
 unsigned long tls_server_accepted(void);
-
-/*
- * The listener guard of one worker: it makes every client connection's
- * bufferevent (TLS when tls_server_init succeeded, else plain), and cuts off a
- * client that does not deliver a whole request within request_timeout_ms of
- * the request's first byte (slowloris: evhttp's own timeout is an inactivity
- * timeout that a client trickling bytes never trips). It keeps one reference
- * on each connection's bufferevent and lets it go at the first sweep after
- * evhttp freed it (evhttp has already sent the FIN then; only the descriptor's
- * close waits for the sweep, every TLS_SWEEP_MS). It also spots obs-fold and
- * control characters in request heads (see tls_listener_request).
- */
-struct tls_listener;
-
-#define TLS_SWEEP_MS 250u
-
-/*
- * A guard on base (the worker's loop). use_tls: 1 = TLS connections (the
- * server context must exist). Returns NULL with a reason in err. Free with
- * tls_listener_free after evhttp_free, on the same thread.
- */
-struct tls_listener *tls_listener_new(struct event_base *base, uint32_t request_timeout_ms,
-                                      int use_tls, char *err, size_t errlen);
-
-/* Release every connection reference and free. Accepts NULL. */
-void tls_listener_free(struct tls_listener *l);
-
-/*
- * evhttp_set_bevcb callback; arg is the struct tls_listener. Returns NULL on
- * allocation failure (evhttp then makes a plain bufferevent, unguarded).
- */
-struct bufferevent *tls_listener_bevcb(struct event_base *base, void *arg);
-
-/*
- * A whole request arrived on bev (the evhttp request callback): its clock
- * stops. Returns NULL if its head looked sound, else what was wrong (a static
- * string): an obs-fold (a header line starting with SP or HTAB, which evhttp
- * silently joins to the previous header) or a control character (NUL, which
- * evhttp's C strings would hide, and the like); the caller answers 400 and
- * closes. NULL also for a connection it does not know.
- */
-const char *tls_listener_request(struct tls_listener *l, struct bufferevent *bev);
-
-/* Connections the guard holds (open, or closed less than a sweep ago). */
-size_t tls_listener_count(const struct tls_listener *l);
-
-/* Connections cut off for a request not received in time, since start. */
-unsigned long tls_listener_cut(const struct tls_listener *l);
 
 #endif

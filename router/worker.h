@@ -1,8 +1,8 @@
 /*
- * worker.h - one request-serving thread: its own event_base, evhttp on its own
- * SO_REUSEPORT listening socket, libcurl multi (struct upstream) and stats
- * shard. Nothing here is shared with other workers; the routing snapshot is
- * read through route_acquire.
+ * worker.h - one request-serving thread: its own event_base, the proxy
+ * listener's front end (front.c) on its own SO_REUSEPORT listening socket,
+ * upstream engine (struct upstream) and stats shard. Nothing here is shared with other workers; the
+ * routing snapshot is read through route_acquire.
  *
  * The layout is public because proxy.c (the request's life on this worker)
  * and shadow.c need the worker's loop, upstream engine and shard.
@@ -19,21 +19,17 @@
 
 struct event;
 struct event_base;
-struct evhttp;
-struct evhttp_connection;
-struct evhttp_bound_socket;
 struct upstream;
 struct stats_shard;
 struct proxy_req;
-struct tls_listener;
+struct front;
 
 struct worker {
 	size_t index;
 	pthread_t thread;
 	int started;
 	struct event_base *base;
-	struct evhttp *http;
-	struct evhttp_bound_socket *bound; /* NULL once draining */
+	struct front *front; /* the proxy listener's connections */
 	struct upstream *up;
 	struct stats_shard *shard;
 	struct event *drain_ev;    /* activated by worker_drain from the main thread */
@@ -41,15 +37,9 @@ struct worker {
 	uint32_t drain_timeout_ms;
 	int draining;
 	size_t inflight;        /* live requests being proxied */
-	size_t unflushed;       /* answers handed to evhttp, not yet fully written */
 	int drain_expired;      /* the drain deadline passed: leaving soon regardless */
 	struct proxy_req *reqs; /* those requests (proxy.c) */
-	uint32_t max_conns;     /* this worker's share of limits.max_connections */
-	size_t conns;           /* client connections seen with a request, still open */
-	void **conn_set;        /* open-addressing set of those connections */
-	size_t conn_set_cap;
-	void *shadow;                  /* reserved for shadow.c's per-worker state */
-	struct tls_listener *listener; /* resilience: connection bufferevents (tls.c) */
+	void *shadow;           /* reserved for shadow.c's per-worker state */
 };
 
 /*
@@ -83,15 +73,9 @@ void worker_free(struct worker *w);
 
 /*
  * Called by proxy.c when a live request ends or an answer is fully written:
- * ends the loop if draining and nothing is left to answer or flush.
+ * ends the loop if draining and nothing is left to answer or flush
+ * (front_unflushed).
  */
 void worker_request_done(struct worker *w);
-
-/*
- * evhttp's close callback of a client connection (arg: its worker): forgets
- * the connection (max_connections). proxy_send_reply swaps in its own while an
- * answer is being written and sets this one back once it is.
- */
-void worker_conn_closed(struct evhttp_connection *c, void *arg);
 
 #endif
