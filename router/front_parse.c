@@ -267,6 +267,17 @@ static int field_line(char *buf, size_t off, size_t n, struct front_head *h, siz
 	return special_field(h, l, kn, l + vs, ve - vs, max_body, e);
 }
 
+/* The methods forwarded to backends (CONNECT, TRACE and unknown ones are not). */
+static int method_served(const char *m)
+{
+	static const char *const served[] = {"GET",    "POST",    "HEAD", "PUT",
+	                                     "DELETE", "OPTIONS", "PATCH"};
+	for (size_t i = 0; i < sizeof(served) / sizeof(served[0]); i++)
+		if (strcmp(m, served[i]) == 0)
+			return 1;
+	return 0;
+}
+
 /* Where the head ends (after CRLF CRLF) in buf[from..n), or 0. */
 static size_t head_end(const char *buf, size_t n)
 {
@@ -336,6 +347,12 @@ int front_parse_head(char *buf, size_t n, size_t max_header, size_t max_body, st
 	}
 	if (h->connect) {
 		snprintf(err, errlen, "CONNECT is not served (Turnout is not a forward proxy)");
+		return fail(&e, 501, "not_implemented");
+	}
+	if (!method_served(buf + h->method)) {
+		char m[48];
+		safe_name(m, sizeof(m), buf + h->method, strlen(buf + h->method));
+		snprintf(err, errlen, "method '%s' is not served", m);
 		return fail(&e, 501, "not_implemented");
 	}
 	if (buf[h->target] != '/') {

@@ -41,8 +41,7 @@ static int parse(const char *text)
 }
 
 /* text is refused with want_status, want_cause and err containing want_err. */
-static void refused(const char *text, int want_status, const char *want_cause,
-                    const char *want_err)
+static void refused(const char *text, int want_status, const char *want_cause, const char *want_err)
 {
 	int r = parse(text);
 	if (r != -1 || status != want_status || strcmp(cause, want_cause) != 0 ||
@@ -114,6 +113,9 @@ static void test_request_line(void **state)
 	refused("GET /a\x01 HTTP/1.1\r\n\r\n", 400, "bad_request", "0x01");
 	refused("GET http://a/ HTTP/1.1\r\n\r\n", 400, "bad_request", "path");
 	refused("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 501, "not_implemented", "CONNECT");
+	refused("TRACE / HTTP/1.1\r\n\r\n", 501, "not_implemented", "'TRACE'");
+	refused("get / HTTP/1.1\r\n\r\n", 501, "not_implemented", "'get'");
+	assert_int_equal(parse("PATCH / HTTP/1.1\r\n\r\n"), 1);
 	char *t = malloc(9000);
 	assert_non_null(t);
 	strcpy(t, "GET /");
@@ -185,10 +187,11 @@ static void test_framing(void **state)
 	        "bad_framing", "invalid");
 	refused("POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
 	        "bad_framing", "both");
-	refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-	        400, "bad_framing", "duplicate Transfer-Encoding");
-	refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400, "bad_framing",
-	        "unsupported Transfer-Encoding");
+	refused(
+	    "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+	    400, "bad_framing", "duplicate Transfer-Encoding");
+	refused("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400,
+	        "bad_framing", "unsupported Transfer-Encoding");
 	refused("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400, "bad_framing",
 	        "unsupported");
 	refused("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "bad_framing",
@@ -203,8 +206,8 @@ static void test_framing(void **state)
 static void test_expect(void **state)
 {
 	(void)state;
-	assert_int_equal(parse("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n"),
-	                 1);
+	assert_int_equal(
+	    parse("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n"), 1);
 	assert_true(head.expect_continue);
 	refused("POST / HTTP/1.1\r\nExpect: something\r\n\r\n", 417, "expectation_failed",
 	        "something");
@@ -270,10 +273,14 @@ static void test_chunked(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_accepts),    cmocka_unit_test(test_incomplete),
-	    cmocka_unit_test(test_versions_and_connection), cmocka_unit_test(test_request_line),
-	    cmocka_unit_test(test_fields),     cmocka_unit_test(test_limits),
-	    cmocka_unit_test(test_framing),    cmocka_unit_test(test_expect),
+	    cmocka_unit_test(test_accepts),
+	    cmocka_unit_test(test_incomplete),
+	    cmocka_unit_test(test_versions_and_connection),
+	    cmocka_unit_test(test_request_line),
+	    cmocka_unit_test(test_fields),
+	    cmocka_unit_test(test_limits),
+	    cmocka_unit_test(test_framing),
+	    cmocka_unit_test(test_expect),
 	    cmocka_unit_test(test_chunked),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
