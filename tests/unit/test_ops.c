@@ -505,16 +505,18 @@ static void test_pool_fast_exact(void **state)
 	x[3] = NAN;
 	x[W + 7] = NAN;
 	int64_t k2[2] = {2, 2}, s2[2] = {2, 2}, k3[2] = {3, 3}, s1[2] = {1, 1},
-	        p1[4] = {1, 1, 1, 1};
-	for (int v = 0; v < 4; v++) {
+	        p1[4] = {1, 1, 1, 1}, p_rows[4] = {1, 0, 1, 0};
+	/* 0: 2x2/2 max, 1: 2x2/2 average, 2: padded, 3: 3x3/1 padded, 4: padded rows only */
+	for (int v = 0; v < 5; v++) {
 		int is_max = v != 1, pads = v >= 2;
+		int64_t *pv = v == 4 ? p_rows : p1;
 		int64_t *k = v == 3 ? k3 : k2, *s = v == 3 ? s1 : s2;
 		struct case_ c;
 		case_init(&c);
 		attr_ints(&c, "kernel_shape", 2, k);
 		attr_ints(&c, "strides", 2, s);
 		if (pads)
-			attr_ints(&c, "pads", 4, p1);
+			attr_ints(&c, "pads", 4, pv);
 		struct tensor *in[1] = {tf(4, (int64_t[]){1, 2, H, W}, x)};
 		struct tensor *y = run_op(&c, is_max ? "MaxPool" : "AveragePool", 1, in);
 		assert_non_null(y);
@@ -525,10 +527,10 @@ static void test_pool_fast_exact(void **state)
 				for (int64_t ow = 0; ow < OW; ow++) {
 					float acc = is_max ? -INFINITY : 0.0f;
 					int64_t cnt = 0;
-					for (int64_t i = oh * s[0] - p1[0] * pads;
-					     i < oh * s[0] - p1[0] * pads + k[0]; i++)
-						for (int64_t j = ow * s[1] - p1[1] * pads;
-						     j < ow * s[1] - p1[1] * pads + k[1]; j++) {
+					for (int64_t i = oh * s[0] - pv[0] * pads;
+					     i < oh * s[0] - pv[0] * pads + k[0]; i++)
+						for (int64_t j = ow * s[1] - pv[1] * pads;
+						     j < ow * s[1] - pv[1] * pads + k[1]; j++) {
 							if (i < 0 || i >= H || j < 0 || j >= W)
 								continue;
 							float t = x[(pl * H + i) * W + j];
