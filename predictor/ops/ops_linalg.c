@@ -55,6 +55,46 @@ static inline __attribute__((always_inline)) void gemm_nn_rows(size_t R, size_t 
                                                                const float *bias, float *Y)
 {
 	size_t j = 0;
+	/* Sixteen columns (two vectors) per pass: each broadcast of A serves both. */
+	for (; j + 16 <= N; j += 16) {
+		ops_v8f c[NN_ROWS_MAX] = {{0}}, d[NN_ROWS_MAX] = {{0}};
+		size_t k = 0;
+		for (; k + 4 <= K; k += 4) {
+			const float *b = B + k * N + j;
+			ops_v8f x0, x1, x2, x3, y0, y1, y2, y3;
+			OPS_V8_LOAD(x0, b);
+			OPS_V8_LOAD(x1, b + N);
+			OPS_V8_LOAD(x2, b + 2 * N);
+			OPS_V8_LOAD(x3, b + 3 * N);
+			OPS_V8_LOAD(y0, b + 8);
+			OPS_V8_LOAD(y1, b + N + 8);
+			OPS_V8_LOAD(y2, b + 2 * N + 8);
+			OPS_V8_LOAD(y3, b + 3 * N + 8);
+			OPS_UNROLL4
+			for (size_t r = 0; r < R; r++) {
+				const float *a = A + r * K + k;
+				c[r] += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3;
+				d[r] += a[0] * y0 + a[1] * y1 + a[2] * y2 + a[3] * y3;
+			}
+		}
+		for (; k < K; k++) {
+			ops_v8f x, y;
+			OPS_V8_LOAD(x, B + k * N + j);
+			OPS_V8_LOAD(y, B + k * N + j + 8);
+			for (size_t r = 0; r < R; r++) {
+				c[r] += A[r * K + k] * x;
+				d[r] += A[r * K + k] * y;
+			}
+		}
+		for (size_t r = 0; r < R; r++) {
+			if (bias) {
+				c[r] += bias[r];
+				d[r] += bias[r];
+			}
+			OPS_V8_STORE(Y + r * N + j, c[r]);
+			OPS_V8_STORE(Y + r * N + j + 8, d[r]);
+		}
+	}
 	for (; j + 8 <= N; j += 8) {
 		ops_v8f c[NN_ROWS_MAX] = {{0}};
 		size_t k = 0;
