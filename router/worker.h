@@ -5,7 +5,8 @@
  * read through route_acquire.
  *
  * The layout is public because proxy.c (the request's life on this worker)
- * and shadow.c need the worker's loop, upstream engine and shard.
+ * needs the worker's loop, upstream engine and shard, and shadow.c keeps its
+ * per-worker state (with the worker's shadow thread) in `shadow`.
  */
 #ifndef TURNOUT_WORKER_H
 #define TURNOUT_WORKER_H
@@ -48,7 +49,7 @@ struct worker {
 	size_t conns;           /* client connections seen with a request, still open */
 	void **conn_set;        /* open-addressing set of those connections */
 	size_t conn_set_cap;
-	void *shadow;                  /* reserved for shadow.c's per-worker state */
+	void *shadow;                  /* shadow.c's per-worker state and shadow thread */
 	struct tls_listener *listener; /* resilience: connection bufferevents (tls.c) */
 };
 
