@@ -1102,6 +1102,15 @@ static void jw_json_string(struct jw *w, const char *str)
 	jw_put(w, "\"", 1);
 	for (size_t i = 0; i < len;) {
 		unsigned char c = s[i];
+		size_t run = 0; /* plain ASCII goes out as one piece */
+		while (i + run < len && s[i + run] >= 0x20 && s[i + run] < 0x80 &&
+		       s[i + run] != '"' && s[i + run] != '\\')
+			run++;
+		if (run) {
+			jw_put(w, str + i, run);
+			i += run;
+			continue;
+		}
 		if (c == '"' || c == '\\') {
 			char e[2] = {'\\', (char)c};
 			jw_put(w, e, 2);

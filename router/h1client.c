@@ -74,7 +74,6 @@ struct h1_endpoint {
 
 enum h1_state {
 	H1_CONNECTING, /* waiting for the connect */
-	H1_SENDING,    /* request partly written, EV_WRITE armed */
 	H1_STATUS,     /* waiting for a status line */
 	H1_HEADERS,
 	H1_BODY_LENGTH,
@@ -155,6 +154,49 @@ static uint64_t now_us(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static const char *state_name(enum h1_state s)
+{
+	static const char *const names[] = {
+	    [H1_CONNECTING] = "connecting", [H1_STATUS] = "status",
+	    [H1_HEADERS] = "headers",       [H1_BODY_LENGTH] = "body-length",
+	    [H1_CHUNK_SIZE] = "chunk-size", [H1_CHUNK_DATA] = "chunk-data",
+	    [H1_CHUNK_CRLF] = "chunk-crlf", [H1_TRAILERS] = "trailers",
+	    [H1_BODY_CLOSE] = "body-close", [H1_DONE] = "done",
+	};
+	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
+}
+
+#define H1_BIT(s) (1u << (s))
+
+/*
+ * The one place a transfer's state changes. Any state may start over
+ * (STATUS: a fresh attempt) or end (DONE); the rest follow the response's
+ * grammar. An impossible change aborts.
+ */
+static void xfer_set_state(struct h1_xfer *x, enum h1_state to)
+{
+	static const unsigned next[] = {
+	    [H1_CONNECTING] = H1_BIT(H1_STATUS),
+	    [H1_STATUS] = H1_BIT(H1_HEADERS) | H1_BIT(H1_CONNECTING),
+	    [H1_HEADERS] = H1_BIT(H1_BODY_LENGTH) | H1_BIT(H1_CHUNK_SIZE) | H1_BIT(H1_BODY_CLOSE),
+	    [H1_BODY_LENGTH] = 0,
+	    [H1_CHUNK_SIZE] = H1_BIT(H1_CHUNK_DATA) | H1_BIT(H1_TRAILERS),
+	    [H1_CHUNK_DATA] = H1_BIT(H1_CHUNK_CRLF),
+	    [H1_CHUNK_CRLF] = H1_BIT(H1_CHUNK_SIZE),
+	    [H1_TRAILERS] = 0,
+	    [H1_BODY_CLOSE] = 0,
+	    [H1_DONE] = 0,
+	};
+	if (to != H1_STATUS && to != H1_DONE && !(next[x->state] & H1_BIT(to))) {
+		log_error("upstream: impossible state change %s -> %s", state_name(x->state),
+		          state_name(to));
+		abort();
+	}
+	log_debug("upstream: %s %s -> %s", x->ep ? x->ep->authority : "?", state_name(x->state),
+	          state_name(to));
+	x->state = to;
 }
 
 /* ---- endpoints ---- */
@@ -439,7 +481,7 @@ static void complete(struct h1_xfer *x, enum upstream_err err, const char *detai
 		conn_release(k, err == UPSTREAM_OK && x->keepalive && !x->writing);
 	}
 	event_del(x->tmo);
-	x->state = H1_DONE;
+	xfer_set_state(x, H1_DONE);
 	struct upstream_result r = {
 	    .err = err,
 	    .status = err == UPSTREAM_OK ? x->status : 0,
@@ -530,7 +572,7 @@ static void xfer_rewind(struct h1_xfer *x)
 	x->in_1xx = x->has_cl = x->has_te = x->te_chunked = x->close_token = x->http10 = 0;
 	x->cl = x->remaining = 0;
 	x->header_count = x->header_bytes = 0;
-	x->state = H1_STATUS;
+	xfer_set_state(x, H1_STATUS);
 }
 
 /*
@@ -564,7 +606,7 @@ static void xfer_start(struct h1_xfer *x)
 	k->x = x;
 	x->conn = k;
 	if (!now) {
-		x->state = H1_CONNECTING;
+		xfer_set_state(x, H1_CONNECTING);
 		if (event_add(k->wev, NULL) < 0)
 			fail_soon(x, UPSTREAM_ERR_INTERNAL, "cannot watch the connection to %s%s",
 			          ep->authority, "");
@@ -620,7 +662,7 @@ static void on_conn_write(evutil_socket_t fd, short what, void *arg)
 			     "cannot connect to %s: %s", x->ep->authority, strerror(e));
 			return;
 		}
-		x->state = H1_STATUS;
+		xfer_set_state(x, H1_STATUS);
 		if (event_add(k->rev, NULL) < 0) {
 			conn_close(k);
 			fail(x, UPSTREAM_ERR_INTERNAL, "cannot watch the connection to %s%s",
@@ -802,9 +844,9 @@ static int end_of_head(struct h1_xfer *x)
 {
 	x->keepalive = !x->http10 && !x->close_token;
 	if (x->is_head || x->status == 204 || x->status == 304) {
-		x->state = H1_DONE;
+		xfer_set_state(x, H1_DONE);
 	} else if (x->has_te) {
-		x->state = x->te_chunked ? H1_CHUNK_SIZE : H1_BODY_CLOSE;
+		xfer_set_state(x, x->te_chunked ? H1_CHUNK_SIZE : H1_BODY_CLOSE);
 		if (!x->te_chunked || x->has_cl)
 			x->keepalive = 0;
 	} else if (x->has_cl) {
@@ -813,9 +855,9 @@ static int end_of_head(struct h1_xfer *x)
 			return -1;
 		}
 		x->remaining = x->cl;
-		x->state = x->cl ? H1_BODY_LENGTH : H1_DONE;
+		xfer_set_state(x, x->cl ? H1_BODY_LENGTH : H1_DONE);
 	} else {
-		x->state = H1_BODY_CLOSE;
+		xfer_set_state(x, H1_BODY_CLOSE);
 		x->keepalive = 0;
 	}
 	return 0;
@@ -845,7 +887,7 @@ static int parse_chunk_size(struct h1_xfer *x, const char *l, size_t n)
 		return -1;
 	}
 	x->remaining = v;
-	x->state = v ? H1_CHUNK_DATA : H1_TRAILERS;
+	xfer_set_state(x, v ? H1_CHUNK_DATA : H1_TRAILERS);
 	return 0;
 bad:
 	snprintf(x->detail, sizeof(x->detail), "malformed chunk size line '%.*s'",
@@ -892,15 +934,17 @@ static int parse_line(struct h1_xfer *x, const char *p, size_t len, size_t *pos)
 			         "unexpected 101 Switching Protocols");
 			r = -1;
 		} else {
-			x->state = H1_HEADERS;
+			xfer_set_state(x, H1_HEADERS);
 		}
 		break;
 	case H1_HEADERS:
 		if (n > 0)
 			r = parse_header(x, l, n) < 0 ? -1 : 1;
-		else if (x->in_1xx) /* an interim response: the real one follows */
-			x->in_1xx = 0, x->state = H1_STATUS, x->header_count = 0;
-		else
+		else if (x->in_1xx) { /* an interim response: the real one follows */
+			x->in_1xx = 0;
+			x->header_count = 0;
+			xfer_set_state(x, H1_STATUS);
+		} else
 			r = end_of_head(x) < 0 ? -1 : 1;
 		break;
 	case H1_CHUNK_SIZE:
@@ -911,11 +955,12 @@ static int parse_line(struct h1_xfer *x, const char *p, size_t len, size_t *pos)
 			snprintf(x->detail, sizeof(x->detail), "chunk data longer than its size");
 			r = -1;
 		}
-		x->state = H1_CHUNK_SIZE;
+		if (r > 0)
+			xfer_set_state(x, H1_CHUNK_SIZE);
 		break;
 	case H1_TRAILERS:
 		if (n == 0)
-			x->state = H1_DONE; /* trailer fields are dropped */
+			xfer_set_state(x, H1_DONE); /* trailer fields are dropped */
 		break;
 	default:
 		abort();
@@ -946,7 +991,7 @@ static int take_body(struct h1_xfer *x, const char *p, size_t avail, size_t *pos
 	x->remaining -= n;
 	if (x->remaining > 0)
 		return 0;
-	x->state = x->state == H1_CHUNK_DATA ? H1_CHUNK_CRLF : H1_DONE;
+	xfer_set_state(x, x->state == H1_CHUNK_DATA ? H1_CHUNK_CRLF : H1_DONE);
 	return 1;
 }
 

@@ -244,6 +244,9 @@ static void start_probe(struct health *h, struct health_ep *ep, const struct con
 	    .max_response = HEALTH_MAX_RESPONSE,
 	    .ca_file = cfg->upstream_tls.ca,
 	    .tls_insecure = !cfg->upstream_tls.verify,
+	    /* probes ride the same client as live traffic (the ops switch covers both) */
+	    .client = cfg->upstream_client == CONFIG_UPSTREAM_LIBCURL ? UPSTREAM_CLIENT_LIBCURL
+	                                                              : UPSTREAM_CLIENT_BUILTIN,
 	    .cb = on_probe_done,
 	    .arg = ep,
 	};

@@ -686,7 +686,10 @@ static void mirror_headers(const struct proxy_live *live, struct head_block *b)
 	put_header(b, "X-Turnout-Shadow", "1", NULL, NULL);
 }
 
-/* What the mirror of live will hold against the byte budget (ctx_new's sizes). */
+/*
+ * The bodies the mirror of live will hold (ctx_new's sizes); its header
+ * block, target and method come on top (ctx_new counts the whole allocation).
+ */
 static size_t live_copy_len(const struct proxy_live *live)
 {
 	size_t resp = evbuffer_get_length(live->resp_body);
@@ -696,12 +699,13 @@ static size_t live_copy_len(const struct proxy_live *live)
 
 /*
  * Copy what the mirror to endpoint ep of cand needs from live, in one
- * allocation; NULL when out of memory or the target is over SHADOW_URL_MAX.
+ * allocation; NULL when out of memory or the target is over SHADOW_URL_MAX,
+ * or (*over set) when the allocation would pass SHADOW_INFLIGHT_BYTES_MAX.
  * The headers go through scratch (the worker's, grown as needed) so that they
  * are walked once.
  */
 static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_live *live,
-                                  size_t cand, ssize_t ep, int slot)
+                                  size_t cand, ssize_t ep, int slot, int *over)
 {
 	const struct route_snapshot *s = live->snap;
 	const struct config_shadow *sc = &s->cfg->shadow;
@@ -721,8 +725,15 @@ static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_l
 	size_t keep = resp > COMPARE_BODY_MAX ? 0 : resp;
 	if (tlen > SHADOW_URL_MAX)
 		return NULL;
-	struct shadow_ctx *c =
-	    malloc(sizeof(*c) + mlen + tlen + hb.len + live->req_body_len + keep);
+	size_t total = sizeof(struct shadow_ctx) + mlen + tlen + hb.len + live->req_body_len + keep;
+	/* the whole allocation counts against the byte budget: headers (up to
+	 * limits.max_header each) held by hundreds of waiting mirrors are memory too */
+	if (atomic_load_explicit(&sw->inflight_bytes, memory_order_relaxed) + total >
+	    SHADOW_INFLIGHT_BYTES_MAX) {
+		*over = 1;
+		return NULL;
+	}
+	struct shadow_ctx *c = malloc(total);
 	if (!c)
 		return NULL;
 	memset(c, 0, sizeof(*c));
@@ -759,7 +770,7 @@ static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_l
 		c->req_body_kept = sc->log_body_max;
 	if (c->req_body_kept > SHADOWLOG_BODY_LIMIT)
 		c->req_body_kept = SHADOWLOG_BODY_LIMIT;
-	c->bytes = live_copy_len(live);
+	c->bytes = total;
 	return c;
 }
 
@@ -827,9 +838,11 @@ int shadow_after_live(const struct proxy_live *live)
 	ssize_t ep = why < 0 ? route_endpoint_pick(s, cand) : -1;
 	if (why < 0 && ep < 0)
 		why = SHADOW_DROP_NO_ENDPOINT;
-	struct shadow_ctx *c = why < 0 && live->method ? ctx_new(sw, live, cand, ep, slot) : NULL;
+	int over = 0;
+	struct shadow_ctx *c =
+	    why < 0 && live->method ? ctx_new(sw, live, cand, ep, slot, &over) : NULL;
 	if (why < 0 && !c)
-		why = SHADOW_DROP_INTERNAL;
+		why = over ? SHADOW_DROP_BYTES : SHADOW_DROP_INTERNAL;
 	if (why >= 0) {
 		drop(sl, (enum shadow_drop)why, s->cfg->shadow.n_rules);
 		return why; /* observability: the access log's "shadow" */

@@ -42,7 +42,7 @@ struct proxy_live;
 struct worker;
 struct route_snapshot;
 
-#define SHADOW_INFLIGHT_BYTES_MAX (64u * 1024 * 1024) /* per worker: bodies held by mirrors */
+#define SHADOW_INFLIGHT_BYTES_MAX (64u * 1024 * 1024) /* per worker: held by mirrors */
 #define SHADOW_LOG_QUEUE_MAX      (8u * 1024 * 1024)  /* disagreement log queue bound */
 #define SHADOW_LOGS_MAX           8                   /* shadow.log paths per process life */
 

@@ -5,7 +5,8 @@
  * routing snapshot is read through route_acquire.
  *
  * The layout is public because proxy.c (the request's life on this worker)
- * and shadow.c need the worker's loop, upstream engine and shard.
+ * needs the worker's loop, upstream engine and shard, and shadow.c keeps its
+ * per-worker state (with the worker's shadow thread) in `shadow`.
  */
 #ifndef TURNOUT_WORKER_H
 #define TURNOUT_WORKER_H
@@ -39,7 +40,7 @@ struct worker {
 	size_t inflight;        /* live requests being proxied */
 	int drain_expired;      /* the drain deadline passed: leaving soon regardless */
 	struct proxy_req *reqs; /* those requests (proxy.c) */
-	void *shadow;           /* reserved for shadow.c's per-worker state */
+	void *shadow;           /* shadow.c's per-worker state and shadow thread */
 };
 
 /*

@@ -38,6 +38,30 @@ static inline __attribute__((always_inline)) float dot8(const float *a, const fl
 	return t;
 }
 
+/* Two dot8 at once (rows b0 and b1 of B), sharing the loads of a. */
+static inline __attribute__((always_inline)) void dot8x2(const float *a, const float *b0,
+                                                         const float *b1, size_t n, float *o)
+{
+	ops_v8f s0 = {0}, s1 = {0};
+	size_t k = 0;
+	for (; k + 8 <= n; k += 8) {
+		ops_v8f x, y0, y1;
+		OPS_V8_LOAD(x, a + k);
+		OPS_V8_LOAD(y0, b0 + k);
+		OPS_V8_LOAD(y1, b1 + k);
+		s0 += x * y0;
+		s1 += x * y1;
+	}
+	float t0 = ((s0[0] + s0[4]) + (s0[1] + s0[5])) + ((s0[2] + s0[6]) + (s0[3] + s0[7]));
+	float t1 = ((s1[0] + s1[4]) + (s1[1] + s1[5])) + ((s1[2] + s1[6]) + (s1[3] + s1[7]));
+	for (; k < n; k++) {
+		t0 += a[k] * b0[k];
+		t1 += a[k] * b1[k];
+	}
+	o[0] = t0;
+	o[1] = t1;
+}
+
 /*
  * Y = A B, rows i0..i0+R (R = 1..4) of Y, one output at a time:
  * y = 0; for each k block of four, y += a0 x0 + a1 x1 + a2 x2 + a3 x3 (left
@@ -55,6 +79,46 @@ static inline __attribute__((always_inline)) void gemm_nn_rows(size_t R, size_t 
                                                                const float *bias, float *Y)
 {
 	size_t j = 0;
+	/* Sixteen columns (two vectors) per pass: each broadcast of A serves both. */
+	for (; j + 16 <= N; j += 16) {
+		ops_v8f c[NN_ROWS_MAX] = {{0}}, d[NN_ROWS_MAX] = {{0}};
+		size_t k = 0;
+		for (; k + 4 <= K; k += 4) {
+			const float *b = B + k * N + j;
+			ops_v8f x0, x1, x2, x3, y0, y1, y2, y3;
+			OPS_V8_LOAD(x0, b);
+			OPS_V8_LOAD(x1, b + N);
+			OPS_V8_LOAD(x2, b + 2 * N);
+			OPS_V8_LOAD(x3, b + 3 * N);
+			OPS_V8_LOAD(y0, b + 8);
+			OPS_V8_LOAD(y1, b + N + 8);
+			OPS_V8_LOAD(y2, b + 2 * N + 8);
+			OPS_V8_LOAD(y3, b + 3 * N + 8);
+			OPS_UNROLL4
+			for (size_t r = 0; r < R; r++) {
+				const float *a = A + r * K + k;
+				c[r] += a[0] * x0 + a[1] * x1 + a[2] * x2 + a[3] * x3;
+				d[r] += a[0] * y0 + a[1] * y1 + a[2] * y2 + a[3] * y3;
+			}
+		}
+		for (; k < K; k++) {
+			ops_v8f x, y;
+			OPS_V8_LOAD(x, B + k * N + j);
+			OPS_V8_LOAD(y, B + k * N + j + 8);
+			for (size_t r = 0; r < R; r++) {
+				c[r] += A[r * K + k] * x;
+				d[r] += A[r * K + k] * y;
+			}
+		}
+		for (size_t r = 0; r < R; r++) {
+			if (bias) {
+				c[r] += bias[r];
+				d[r] += bias[r];
+			}
+			OPS_V8_STORE(Y + r * N + j, c[r]);
+			OPS_V8_STORE(Y + r * N + j + 8, d[r]);
+		}
+	}
 	for (; j + 8 <= N; j += 8) {
 		ops_v8f c[NN_ROWS_MAX] = {{0}};
 		size_t k = 0;
@@ -114,9 +178,13 @@ void ops_gemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, cons
               float *Y)
 {
 	if (!ta && tb) {
-		for (size_t i = 0; i < M; i++)
-			for (size_t j = 0; j < N; j++)
+		for (size_t i = 0; i < M; i++) {
+			size_t j = 0;
+			for (; j + 2 <= N; j += 2)
+				dot8x2(A + i * K, B + j * K, B + (j + 1) * K, K, Y + i * N + j);
+			if (j < N)
 				Y[i * N + j] = dot8(A + i * K, B + j * K, K);
+		}
 	} else if (!ta && !tb) {
 		gemm_nn(M, N, K, A, B, NULL, Y);
 	} else {

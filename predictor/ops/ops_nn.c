@@ -299,6 +299,32 @@ static size_t padded_size(const struct window *w, int64_t cg)
  * floats), after which every row of col is a sequence of plain runs of
  * w->out[2] floats. Same col as im2col.
  */
+/*
+ * The unfolding loop of im2col_dense, for runs of n floats; inlined with n
+ * constant where the caller knows it, so that each run is one or two moves.
+ * Rows of col are (c, k0, k1, k2); within a row, runs (o0, o1) in order.
+ */
+static inline __attribute__((always_inline)) void unfold_runs(const struct window *w,
+                                                              const float *pad, int64_t cg,
+                                                              int64_t P0, int64_t P1, int64_t P2,
+                                                              int64_t n, float *col)
+{
+	for (int64_t c = 0; c < cg; c++)
+		for (int64_t k0 = 0; k0 < w->k[0]; k0++)
+			for (int64_t k1 = 0; k1 < w->k[1]; k1++)
+				for (int64_t k2 = 0; k2 < w->k[2]; k2++) {
+					const float *plane =
+					    pad + ((c * P0 + k0) * P1 + k1) * P2 + k2;
+					for (int64_t o0 = 0; o0 < w->out[0];
+					     o0++, plane += P1 * P2) {
+						const float *src = plane;
+						for (int64_t o1 = 0; o1 < w->out[1];
+						     o1++, src += P2, col += n)
+							copy_run(col, src, n);
+					}
+				}
+}
+
 static void im2col_dense(const struct window *w, const float *x, int64_t cg, float *pad, float *col)
 {
 	int64_t P0 = w->in[0] + w->pb[0] + w->pe[0], P1 = w->in[1] + w->pb[1] + w->pe[1],
@@ -311,21 +337,12 @@ static void im2col_dense(const struct window *w, const float *x, int64_t cg, flo
 				    pad + ((c * P0 + i0 + w->pb[0]) * P1 + i1 + w->pb[1]) * P2 +
 				        w->pb[2],
 				    x + ((c * w->in[0] + i0) * w->in[1] + i1) * w->in[2], w->in[2]);
-	for (int64_t c = 0; c < cg; c++)
-		for (int64_t k0 = 0; k0 < w->k[0]; k0++)
-			for (int64_t k1 = 0; k1 < w->k[1]; k1++)
-				for (int64_t k2 = 0; k2 < w->k[2]; k2++)
-					for (int64_t o0 = 0; o0 < w->out[0]; o0++)
-						for (int64_t o1 = 0; o1 < w->out[1]; o1++) {
-							copy_run(col,
-							         pad +
-							             ((c * P0 + o0 + k0) * P1 + o1 +
-							              k1) *
-							                 P2 +
-							             k2,
-							         w->out[2]);
-							col += w->out[2];
-						}
+	if (w->out[2] == 4)
+		unfold_runs(w, pad, cg, P0, P1, P2, 4, col);
+	else if (w->out[2] == 8)
+		unfold_runs(w, pad, cg, P0, P1, P2, 8, col);
+	else
+		unfold_runs(w, pad, cg, P0, P1, P2, w->out[2], col);
 }
 
 /* ---- Conv ---- */
@@ -595,6 +612,57 @@ static void pool_dense(const struct window *w, int is_max, int cip, const float 
 	}
 }
 
+/* A 2-D window (from window_inner) of 2x2, stride 2, no padding, no dilation, whole windows. */
+static int pool_is_2x2(const struct window *w)
+{
+	return w->in[0] == 1 && w->out[0] == 1 && w->k[0] == 1 && w->pb[0] == 0 && w->pe[0] == 0 &&
+	       w->k[1] == 2 && w->k[2] == 2 && w->s[1] == 2 && w->s[2] == 2 && w->d[1] == 1 &&
+	       w->d[2] == 1 && w->pb[1] == 0 && w->pb[2] == 0 && 2 * w->out[1] <= w->in[1] &&
+	       2 * w->out[2] <= w->in[2];
+}
+
+/*
+ * MaxPool 2x2 stride 2 over planes of [H,W] into [OH,OW]: each output is
+ * acc = -inf, then acc = v > acc ? v : acc for the taps (2i,2j), (2i,2j+1),
+ * (2i+1,2j), (2i+1,2j+1) in that order, as in the general walk; four
+ * outputs at a time with MAXPS (the same expression) where SSE is there.
+ */
+static void pool_max2x2(const float *x, size_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW,
+                        float *y)
+{
+	for (size_t pl = 0; pl < planes; pl++, x += H * W)
+		for (int64_t oh = 0; oh < OH; oh++, y += OW) {
+			const float *r0 = x + 2 * oh * W, *r1 = r0 + W;
+			int64_t o = 0;
+#ifdef __SSE__
+			for (; o + 4 <= OW; o += 4) {
+				__m128 a0 = _mm_loadu_ps(r0 + 2 * o),
+				       a1 = _mm_loadu_ps(r0 + 2 * o + 4);
+				__m128 b0 = _mm_loadu_ps(r1 + 2 * o),
+				       b1 = _mm_loadu_ps(r1 + 2 * o + 4);
+				__m128 acc = _mm_set1_ps(-INFINITY);
+				acc = _mm_max_ps(_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(2, 0, 2, 0)),
+				                 acc);
+				acc = _mm_max_ps(_mm_shuffle_ps(a0, a1, _MM_SHUFFLE(3, 1, 3, 1)),
+				                 acc);
+				acc = _mm_max_ps(_mm_shuffle_ps(b0, b1, _MM_SHUFFLE(2, 0, 2, 0)),
+				                 acc);
+				acc = _mm_max_ps(_mm_shuffle_ps(b0, b1, _MM_SHUFFLE(3, 1, 3, 1)),
+				                 acc);
+				_mm_storeu_ps(y + o, acc);
+			}
+#endif
+			for (; o < OW; o++) {
+				float acc = -INFINITY;
+				acc = r0[2 * o] > acc ? r0[2 * o] : acc;
+				acc = r0[2 * o + 1] > acc ? r0[2 * o + 1] : acc;
+				acc = r1[2 * o] > acc ? r1[2 * o] : acc;
+				acc = r1[2 * o + 1] > acc ? r1[2 * o + 1] : acc;
+				y[o] = acc;
+			}
+		}
+}
+
 static int run_pool(const struct ops_node *n, const struct tensor *const *in, struct tensor **out,
                     char *err, size_t errlen)
 {
@@ -629,7 +697,10 @@ static int run_pool(const struct ops_node *n, const struct tensor *const *in, st
 	size_t isz = (size_t)(w.in[0] * w.in[1] * w.in[2]);
 	float *y = (*out)->data;
 	struct window wi = window_inner(&w, x->ndim - 2);
-	if (!ind && w.d[0] == 1 && w.d[1] == 1 && w.d[2] == 1 && wi.out[2] <= POOL_ROW_MAX) {
+	if (!ind && is_max && pool_is_2x2(&wi)) {
+		pool_max2x2(xf ? xf : x->data, planes, wi.in[1], wi.in[2], wi.out[1], wi.out[2], y);
+		planes = 0; /* done */
+	} else if (!ind && w.d[0] == 1 && w.d[1] == 1 && w.d[2] == 1 && wi.out[2] <= POOL_ROW_MAX) {
 		pool_dense(&wi, is_max, p->count_include_pad, xf ? xf : x->data, planes, y);
 		planes = 0; /* done */
 	}

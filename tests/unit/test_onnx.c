@@ -554,6 +554,37 @@ static void test_tensor_load(void **state)
 	assert_non_null(strstr(err, "junk.pb: "));
 }
 
+/*
+ * A tensor freed and allocated again (possibly the same block, from the
+ * per-thread cache) is zeroed by tensor_new, has its new shape, and
+ * tensor_new_uninit gives a block of the right size.
+ */
+static void test_tensor_reuse(void **state)
+{
+	int64_t d1[2] = {3, 50}, d2[3] = {2, 5, 7};
+	for (int round = 0; round < 3; round++) {
+		struct tensor *t = tensor_new_uninit("x", TENSOR_FLOAT, 2, d1);
+		assert_non_null(t);
+		assert_int_equal(t->nelem, 150);
+		memset(t->data, 0xab, t->nelem * sizeof(float));
+		tensor_free(t);
+		struct tensor *u = tensor_new(NULL, TENSOR_INT64, 3, d2);
+		assert_non_null(u);
+		assert_null(u->name);
+		assert_int_equal(u->ndim, 3);
+		assert_int_equal(u->nelem, 70);
+		for (size_t i = 0; i < u->nelem; i++)
+			assert_int_equal(((const int64_t *)u->data)[i], 0);
+		tensor_free(u);
+	}
+	/* larger than the cache keeps: plain allocation, still zeroed */
+	int64_t big[1] = {(int64_t)(TENSOR_CACHE_MAX_BYTES / sizeof(float)) + 1};
+	struct tensor *b = tensor_new(NULL, TENSOR_FLOAT, 1, big);
+	assert_non_null(b);
+	assert_true(((const float *)b->data)[b->nelem - 1] == 0.0f);
+	tensor_free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -562,6 +593,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_attribute), cmocka_unit_test(test_graph_errors),
 	    cmocka_unit_test(test_run_plan),      cmocka_unit_test(test_run_kernel_error),
 	    cmocka_unit_test(test_threads),       cmocka_unit_test(test_tensor_load),
+	    cmocka_unit_test(test_tensor_reuse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

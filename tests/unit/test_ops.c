@@ -412,6 +412,145 @@ static void test_gemm(void **state)
 	expect_f(run_op(&c, "Gemm", 2, in), 2, (int64_t[]){1, 2}, (float[]){171, want});
 }
 
+/* A fixed pseudo-random float in [-2, 2), some exact zeros and negative zeros. */
+static float prand(uint32_t *st)
+{
+	*st = *st * 1664525u + 1013904223u;
+	uint32_t r = *st >> 8;
+	if (r % 17 == 0)
+		return r % 2 ? -0.0f : 0.0f;
+	return (float)r / (float)(1u << 22) - 2.0f;
+}
+
+/*
+ * ops_gemm and ops_gemm_bias against the scalar definitions they promise
+ * (ops_linalg.c), bit for bit, on shapes that leave every tail in use:
+ * rows not a multiple of 4, columns not a multiple of 8, K not a multiple of
+ * 4 or 8. A kernel that reordered a sum (or used FMA) fails here.
+ */
+static void test_gemm_kernels_exact(void **state)
+{
+	static const size_t shapes[][3] = {{1, 1, 1}, {7, 13, 11},  {4, 16, 144}, {16, 64, 9},
+	                                   {5, 9, 3}, {1, 64, 128}, {10, 10, 64}, {3, 24, 17}};
+	enum { CAP = 16384 };
+	static float A[CAP], B[CAP], bias[64], Y[CAP], R[CAP];
+	uint32_t st = 12345;
+	for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+		size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+		assert_true(M * K <= CAP && K * N <= CAP && M * N <= CAP && M <= 64);
+		for (size_t i = 0; i < M * K; i++)
+			A[i] = prand(&st);
+		for (size_t i = 0; i < K * N; i++)
+			B[i] = prand(&st);
+		for (size_t i = 0; i < M; i++)
+			bias[i] = prand(&st);
+		/* A B: y = 0; y += a0 x0 + a1 x1 + a2 x2 + a3 x3 per four k; then y += a x */
+		for (size_t i = 0; i < M; i++)
+			for (size_t j = 0; j < N; j++) {
+				float y = 0.0f;
+				size_t k = 0;
+				for (; k + 4 <= K; k += 4)
+					y += A[i * K + k] * B[k * N + j] +
+					     A[i * K + k + 1] * B[(k + 1) * N + j] +
+					     A[i * K + k + 2] * B[(k + 2) * N + j] +
+					     A[i * K + k + 3] * B[(k + 3) * N + j];
+				for (; k < K; k++)
+					y += A[i * K + k] * B[k * N + j];
+				R[i * N + j] = y;
+			}
+		ops_gemm(0, 0, M, N, K, A, B, Y);
+		if (memcmp(Y, R, M * N * sizeof(float)) != 0)
+			fail_msg("ops_gemm A B [%zu,%zu,%zu] differs from the scalar order", M, N,
+			         K);
+		for (size_t i = 0; i < M * N; i++)
+			R[i] = R[i] + bias[i / N];
+		ops_gemm_bias(M, N, K, A, B, bias, Y);
+		if (memcmp(Y, R, M * N * sizeof(float)) != 0)
+			fail_msg("ops_gemm_bias [%zu,%zu,%zu] differs from the scalar order", M, N,
+			         K);
+		/* A B^T (B read as [N,K]): eight partial sums, then the tail */
+		for (size_t i = 0; i < M; i++)
+			for (size_t j = 0; j < N; j++) {
+				const float *a = A + i * K, *b = B + j * K;
+				float p[8] = {0};
+				size_t k = 0;
+				for (; k + 8 <= K; k += 8)
+					for (int u = 0; u < 8; u++)
+						p[u] += a[k + u] * b[k + u];
+				float t = ((p[0] + p[4]) + (p[1] + p[5])) +
+				          ((p[2] + p[6]) + (p[3] + p[7]));
+				for (; k < K; k++)
+					t += a[k] * b[k];
+				R[i * N + j] = t;
+			}
+		ops_gemm(0, 1, M, N, K, A, B, Y);
+		if (memcmp(Y, R, M * N * sizeof(float)) != 0)
+			fail_msg("ops_gemm A B^T [%zu,%zu,%zu] differs from the scalar order", M, N,
+			         K);
+	}
+}
+
+/*
+ * The fast pooling paths (a row at a time, the four-wide 2x2 max) against the
+ * per-output definition: max as v > acc ? v : acc from -inf (so a NaN tap
+ * is skipped and +0 vs -0 keeps the first), average summed in window order.
+ */
+static void test_pool_fast_exact(void **state)
+{
+	enum { H = 6, W = 10 };
+	float x[2 * H * W];
+	uint32_t st = 777;
+	for (size_t i = 0; i < sizeof(x) / sizeof(x[0]); i++)
+		x[i] = prand(&st);
+	x[3] = NAN;
+	x[W + 7] = NAN;
+	int64_t k2[2] = {2, 2}, s2[2] = {2, 2}, k3[2] = {3, 3}, s1[2] = {1, 1},
+	        p1[4] = {1, 1, 1, 1}, p_rows[4] = {1, 0, 1, 0};
+	/* 0: 2x2/2 max, 1: 2x2/2 average, 2: padded, 3: 3x3/1 padded, 4: padded rows only */
+	for (int v = 0; v < 5; v++) {
+		int is_max = v != 1, pads = v >= 2;
+		int64_t *pv = v == 4 ? p_rows : p1;
+		int64_t *k = v == 3 ? k3 : k2, *s = v == 3 ? s1 : s2;
+		struct case_ c;
+		case_init(&c);
+		attr_ints(&c, "kernel_shape", 2, k);
+		attr_ints(&c, "strides", 2, s);
+		if (pads)
+			attr_ints(&c, "pads", 4, pv);
+		struct tensor *in[1] = {tf(4, (int64_t[]){1, 2, H, W}, x)};
+		struct tensor *y = run_op(&c, is_max ? "MaxPool" : "AveragePool", 1, in);
+		assert_non_null(y);
+		int64_t OH = y->dims[2], OW = y->dims[3];
+		const float *yd = y->data;
+		for (int64_t pl = 0; pl < 2; pl++)
+			for (int64_t oh = 0; oh < OH; oh++)
+				for (int64_t ow = 0; ow < OW; ow++) {
+					float acc = is_max ? -INFINITY : 0.0f;
+					int64_t cnt = 0;
+					for (int64_t i = oh * s[0] - pv[0] * pads;
+					     i < oh * s[0] - pv[0] * pads + k[0]; i++)
+						for (int64_t j = ow * s[1] - pv[1] * pads;
+						     j < ow * s[1] - pv[1] * pads + k[1]; j++) {
+							if (i < 0 || i >= H || j < 0 || j >= W)
+								continue;
+							float t = x[(pl * H + i) * W + j];
+							acc =
+							    is_max ? (t > acc ? t : acc) : acc + t;
+							cnt++;
+						}
+					if (!is_max)
+						acc = acc / (float)cnt;
+					float got = yd[(pl * OH + oh) * OW + ow];
+					if (memcmp(&got, &acc, sizeof(acc)) != 0)
+						fail_msg("variant %d plane %lld (%lld,%lld): got "
+						         "%a, want %a",
+						         v, (long long)pl, (long long)oh,
+						         (long long)ow, (double)got, (double)acc);
+				}
+		tensor_free(y);
+	}
+}
+
 static void test_matmul(void **state)
 {
 	struct case_ c;
@@ -966,6 +1105,8 @@ int main(void)
 	    cmocka_unit_test(test_narrow_int_arith),
 	    cmocka_unit_test(test_unary),
 	    cmocka_unit_test(test_gemm),
+	    cmocka_unit_test(test_gemm_kernels_exact),
+	    cmocka_unit_test(test_pool_fast_exact),
 	    cmocka_unit_test(test_matmul),
 	    cmocka_unit_test(test_conv),
 	    cmocka_unit_test(test_pool),

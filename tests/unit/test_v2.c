@@ -352,6 +352,72 @@ static void test_fast_path_agrees(void **state)
 	expect_error("{\"parameters\":{\"a\":1,\"a\":2},\"inputs\":[]}", "duplicate");
 }
 
+/*
+ * Numbers through the fast path's own conversion (short decimals without
+ * strtod) and through jansson: the same float bits, on the edges of the
+ * exact conversion (15 and 16 digits, 10^+-22 and 10^+-23, exponents written
+ * every way, leading zeros in the fraction, signed zeros, subnormals).
+ */
+static void test_fast_path_numbers(void **state)
+{
+	static const char *const nums[] = {
+	    "0.1",
+	    "0.3",
+	    "-0.0",
+	    "0.0",
+	    "15.0",
+	    "7.0E+0",
+	    "1e-7",
+	    "1E22",
+	    "1e23",
+	    "-1e-22",
+	    "1.5e-23",
+	    "0.000001",
+	    "2.5e-1",
+	    "9.999999e37",
+	    "3.4028234e38",
+	    "1.17549435e-38",
+	    "1.4e-45",
+	    "1e-46",
+	    "123456789012345.6",
+	    "12345678901234.5",
+	    "999999999999999.0",
+	    "9007199254740993.0",
+	    "0.1000000000000000055511",
+	    "4.35",
+	    "100.25e-2",
+	    "-8.0000000000000003e+36",
+	    "6.02214076e23",
+	    "1.0e+00",
+	};
+	size_t n = sizeof(nums) / sizeof(nums[0]);
+	for (size_t i = 0; i < n; i++) {
+		char body[4096], e1[V2_ERR_MAX], e2[V2_ERR_MAX];
+		int off = snprintf(body, sizeof(body),
+		                   "{\"inputs\":[{\"name\":\"pixels\",\"datatype\":\"FP32\","
+		                   "\"shape\":[1,64],\"data\":[");
+		for (int k = 0; k < 64; k++)
+			off += snprintf(body + off, sizeof(body) - (size_t)off, "%s%s",
+			                k ? "," : "", nums[(i + (size_t)k) % n]);
+		snprintf(body + off, sizeof(body) - (size_t)off, "]}]}");
+		struct v2_request *a = v2_request_parse(&sig, body, strlen(body), e1, sizeof(e1));
+		struct v2_request *b =
+		    v2_request_parse_general(&sig, body, strlen(body), e2, sizeof(e2));
+		if (!a || !b)
+			fail_msg("numbers from '%s' refused: %s / %s", nums[i], a ? "" : e1,
+			         b ? "" : e2);
+		for (int k = 0; k < 64; k++) {
+			float fa = ((const float *)a->inputs[0]->data)[k];
+			float fb = ((const float *)b->inputs[0]->data)[k];
+			if (memcmp(&fa, &fb, sizeof(fa)) != 0)
+				fail_msg("'%s': fast %a, jansson %a", nums[(i + (size_t)k) % n],
+				         (double)fa, (double)fb);
+		}
+		v2_request_free(a);
+		v2_request_free(b);
+	}
+}
+
 static void check_float(float f)
 {
 	char buf[V2_FLOAT_MAX];
@@ -420,6 +486,7 @@ int main(void)
 	    cmocka_unit_test(test_error_and_metadata_render),
 	    cmocka_unit_test(test_other_dtypes),
 	    cmocka_unit_test(test_fast_path_agrees),
+	    cmocka_unit_test(test_fast_path_numbers),
 	    cmocka_unit_test(test_format_float),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
