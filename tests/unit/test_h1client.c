@@ -982,6 +982,21 @@ static void test_name_free_while_resolving(void **state)
 	assert_int_equal(__atomic_load_n(&hook.answered, __ATOMIC_SEQ_CST), 1);
 }
 
+/* Last: the process ends while the thread is still inside a lookup (LSan must stay quiet). */
+static void test_name_exit_while_resolving(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	hook.delay_ms = 1500;
+	submit_name(fx, 2000, &o);
+	for (int i = 0; i < 100 && calls() == 0; i++)
+		run_for(fx, 5);
+	assert_int_equal(calls(), 1);
+	h1client_free(fx->c);
+	fx->c = NULL;
+	assert_int_equal(o.done, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1012,6 +1027,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_name_addresses_in_order, setup_names,
 	                                    teardown_names),
 	    cmocka_unit_test_setup_teardown(test_name_free_while_resolving, setup_names,
+	                                    teardown_names),
+	    cmocka_unit_test_setup_teardown(test_name_exit_while_resolving, setup_names,
 	                                    teardown_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
