@@ -13,8 +13,14 @@
  * (status line, header count and bytes, body size) and the body lands in the
  * result's evbuffer (read straight into it once the head is parsed).
  *
- * Host names other than "localhost" are not resolved here: upstream.c sends
- * such endpoints through libcurl (h1client_serves says 0).
+ * Host names (localhost too) are resolved by router/resolve.c on a thread of
+ * its own: the loop never waits on DNS. An endpoint keeps the last good answer
+ * (up to 8 addresses) and asks again when a new connection is needed and the
+ * answer is older than the refresh interval (60 s, libcurl's DNS cache
+ * default), or after no address would take a connection; meanwhile, and when
+ * a refresh fails (logged once), the last good answer serves. A new connection
+ * tries the addresses in order, from the one that took the last one. Requests
+ * for a name never resolved yet wait (bounded) for the first answer.
  *
  * Errors keep the proxy's retry contract: UPSTREAM_ERR_CONNECT only when the
  * request cannot have reached a backend. A reused connection that dies before
@@ -45,6 +51,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "log.h"
+#include "resolve.h"
 #include "upstream.h"
 
 #define H1_MAX_RESP_HEADERS      256         /* as the libcurl engine */
@@ -59,20 +66,36 @@
 #define H1_MAX_FREE_XFERS        256
 #define H1_MAX_TIMEOUTS          8
 #define H1_MAX_CHUNK_LINE        1024
+#define H1_MAX_WAITING           1024 /* requests per endpoint waiting for a first answer */
+#define H1_DNS_REFRESH_MS        60000
+
+struct h1_xfer;
 
 struct h1_conn;
 
 struct h1_endpoint {
+	struct h1client *c;
 	char authority[H1_MAX_AUTHORITY + 1]; /* "host:port" as written: the cache key */
 	size_t alen;
-	int usable; /* 0: not ours (https, a host name): libcurl */
-	struct sockaddr_storage addr;
-	socklen_t addrlen;
+	int usable;  /* 0: not ours (a malformed authority): libcurl reports it */
+	int literal; /* an IP address: addrs[0] forever, no lookups */
+	char host[H1_MAX_AUTHORITY + 1], port[8];
+	struct sockaddr_storage addrs[RESOLVE_MAX_ADDRS]; /* the last good answer */
+	socklen_t lens[RESOLVE_MAX_ADDRS];
+	size_t n_addrs;
+	size_t prefer;           /* the address that took the last new connection */
+	uint64_t resolved_us;    /* when addrs came; 0: refresh at the next connect */
+	int resolving;           /* a lookup is on its way */
+	int failing;             /* the last lookup failed (logged once) */
+	unsigned gen;            /* lookups started */
+	struct h1_xfer *waiting; /* FIFO of transfers waiting for a first answer */
+	size_t n_waiting;
 	struct h1_conn *idle; /* LIFO stack of idle connections */
 	struct h1_endpoint *next;
 };
 
 enum h1_state {
+	H1_RESOLVING,  /* waiting for the first answer for the endpoint's name */
 	H1_CONNECTING, /* waiting for the connect */
 	H1_STATUS,     /* waiting for a status line */
 	H1_HEADERS,
@@ -85,14 +108,13 @@ enum h1_state {
 	H1_DONE,
 };
 
-struct h1_xfer;
-
 struct h1_conn {
 	struct h1client *c;
 	struct h1_endpoint *ep;
 	int fd;
 	struct event *rev; /* EV_READ | EV_PERSIST, added from connect to close */
 	struct event *wev; /* EV_WRITE, armed on EAGAIN and while connecting */
+	size_t addr_i;     /* which of ep->addrs */
 	struct evbuffer *rb;
 	struct h1_xfer *x;           /* NULL while idle */
 	int reused;                  /* served a response before */
@@ -116,6 +138,12 @@ struct h1_xfer {
 	int writing; /* the request is not all written yet */
 	int in_1xx;  /* reading an interim response's headers */
 	int pending; /* fail with pending_err from the timer event */
+	int waiting; /* on ep->waiting */
+	int fresh;   /* started by the answer it waited for: no refresh for it */
+	unsigned wait_gen;
+	size_t tried; /* addresses tried for this connection */
+	int conn_errno;
+	struct h1_xfer *wnext; /* in ep->waiting */
 	uint64_t cl;
 	enum h1_state state;
 	enum upstream_err pending_err;
@@ -144,6 +172,8 @@ struct h1client {
 		const struct timeval *tv;
 	} timeouts[H1_MAX_TIMEOUTS];
 	size_t n_timeouts;
+	struct resolver *resolver; /* made with the first name to resolve */
+	uint32_t refresh_ms;
 };
 
 static void on_conn_read(evutil_socket_t fd, short what, void *arg);
@@ -159,11 +189,17 @@ static uint64_t now_us(void)
 static const char *state_name(enum h1_state s)
 {
 	static const char *const names[] = {
-	    [H1_CONNECTING] = "connecting", [H1_STATUS] = "status",
-	    [H1_HEADERS] = "headers",       [H1_BODY_LENGTH] = "body-length",
-	    [H1_CHUNK_SIZE] = "chunk-size", [H1_CHUNK_DATA] = "chunk-data",
-	    [H1_CHUNK_CRLF] = "chunk-crlf", [H1_TRAILERS] = "trailers",
-	    [H1_BODY_CLOSE] = "body-close", [H1_DONE] = "done",
+	    [H1_RESOLVING] = "resolving",
+	    [H1_CONNECTING] = "connecting",
+	    [H1_STATUS] = "status",
+	    [H1_HEADERS] = "headers",
+	    [H1_BODY_LENGTH] = "body-length",
+	    [H1_CHUNK_SIZE] = "chunk-size",
+	    [H1_CHUNK_DATA] = "chunk-data",
+	    [H1_CHUNK_CRLF] = "chunk-crlf",
+	    [H1_TRAILERS] = "trailers",
+	    [H1_BODY_CLOSE] = "body-close",
+	    [H1_DONE] = "done",
 	};
 	return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "?";
 }
@@ -178,8 +214,9 @@ static const char *state_name(enum h1_state s)
 static void xfer_set_state(struct h1_xfer *x, enum h1_state to)
 {
 	static const unsigned next[] = {
-	    [H1_CONNECTING] = H1_BIT(H1_STATUS),
-	    [H1_STATUS] = H1_BIT(H1_HEADERS) | H1_BIT(H1_CONNECTING),
+	    [H1_RESOLVING] = 0,
+	    [H1_CONNECTING] = H1_BIT(H1_STATUS) | H1_BIT(H1_CONNECTING), /* the next address */
+	    [H1_STATUS] = H1_BIT(H1_HEADERS) | H1_BIT(H1_CONNECTING) | H1_BIT(H1_RESOLVING),
 	    [H1_HEADERS] = H1_BIT(H1_BODY_LENGTH) | H1_BIT(H1_CHUNK_SIZE) | H1_BIT(H1_BODY_CLOSE),
 	    [H1_BODY_LENGTH] = 0,
 	    [H1_CHUNK_SIZE] = H1_BIT(H1_CHUNK_DATA) | H1_BIT(H1_TRAILERS),
@@ -214,10 +251,21 @@ static int split_url(const char *url, const char **auth, size_t *alen, const cha
 	return n == 0 || n > H1_MAX_AUTHORITY ? -1 : 0;
 }
 
-/* Literal IPv4, [IPv6] or localhost, with an optional :port, into ep->addr. */
-static int resolve_literal(struct h1_endpoint *ep)
+/* A host name as getaddrinfo takes it: letters, digits, '-', '_', '.'. */
+static int is_hostname(const char *h)
 {
-	char host[H1_MAX_AUTHORITY + 1];
+	size_t n = strlen(h);
+	if (n == 0 || n > RESOLVE_MAX_HOST)
+		return 0;
+	return strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") == n;
+}
+
+/*
+ * "host[:port]" or "[v6][:port]" into ep->host and ep->port; a literal address
+ * straight into addrs[0]. 0, or -1 if malformed.
+ */
+static int parse_authority(struct h1_endpoint *ep)
+{
 	const char *a = ep->authority, *port = NULL;
 	size_t hl;
 	if (a[0] == '[') {
@@ -225,7 +273,7 @@ static int resolve_literal(struct h1_endpoint *ep)
 		if (end == NULL)
 			return -1;
 		hl = (size_t)(end - a - 1);
-		memcpy(host, a + 1, hl);
+		memcpy(ep->host, a + 1, hl);
 		if (end[1] == ':')
 			port = end + 2;
 		else if (end[1] != '\0')
@@ -233,10 +281,10 @@ static int resolve_literal(struct h1_endpoint *ep)
 	} else {
 		const char *colon = strchr(a, ':');
 		hl = colon ? (size_t)(colon - a) : ep->alen;
-		memcpy(host, a, hl);
+		memcpy(ep->host, a, hl);
 		port = colon ? colon + 1 : NULL;
 	}
-	host[hl] = '\0';
+	ep->host[hl] = '\0';
 	long p = 80;
 	if (port != NULL) {
 		char *end;
@@ -244,24 +292,27 @@ static int resolve_literal(struct h1_endpoint *ep)
 		if (*port == '\0' || *end != '\0' || p < 1 || p > 65535)
 			return -1;
 	}
-	struct sockaddr_in *v4 = (struct sockaddr_in *)&ep->addr;
-	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ep->addr;
-	memset(&ep->addr, 0, sizeof(ep->addr));
-	if (strcasecmp(host, "localhost") == 0)
-		strcpy(host, "127.0.0.1");
-	if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+	snprintf(ep->port, sizeof(ep->port), "%ld", p);
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&ep->addrs[0];
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ep->addrs[0];
+	memset(&ep->addrs[0], 0, sizeof(ep->addrs[0]));
+	ep->literal = 1;
+	ep->n_addrs = 1;
+	if (a[0] != '[' && inet_pton(AF_INET, ep->host, &v4->sin_addr) == 1) {
 		v4->sin_family = AF_INET;
 		v4->sin_port = htons((uint16_t)p);
-		ep->addrlen = sizeof(*v4);
+		ep->lens[0] = sizeof(*v4);
 		return 0;
 	}
-	if (a[0] == '[' && inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+	if (a[0] == '[' && inet_pton(AF_INET6, ep->host, &v6->sin6_addr) == 1) {
 		v6->sin6_family = AF_INET6;
 		v6->sin6_port = htons((uint16_t)p);
-		ep->addrlen = sizeof(*v6);
+		ep->lens[0] = sizeof(*v6);
 		return 0;
 	}
-	return -1;
+	ep->literal = 0;
+	ep->n_addrs = 0;
+	return a[0] != '[' && is_hostname(ep->host) ? 0 : -1;
 }
 
 /* The cached endpoint for an authority (most recently used first); NULL if full. */
@@ -283,7 +334,8 @@ static struct h1_endpoint *endpoint_get(struct h1client *c, const char *auth, si
 		return NULL;
 	memcpy(ep->authority, auth, alen);
 	ep->alen = alen;
-	ep->usable = resolve_literal(ep) == 0;
+	ep->c = c;
+	ep->usable = parse_authority(ep) == 0;
 	ep->next = c->eps;
 	c->eps = ep;
 	c->n_eps++;
@@ -360,15 +412,16 @@ static void conn_release(struct h1_conn *k, int keepalive)
 	c->n_idle++;
 }
 
-/* A new non-blocking connection to ep; *now = 1 if already connected. NULL + errno. */
-static struct h1_conn *conn_open(struct h1client *c, struct h1_endpoint *ep, int *now)
+/* A new non-blocking connection to ep's address i; *now = 1 if already connected. NULL + errno. */
+static struct h1_conn *conn_open(struct h1client *c, struct h1_endpoint *ep, size_t i, int *now)
 {
 	struct h1_conn *k = calloc(1, sizeof(*k));
 	if (k == NULL)
 		return NULL;
 	k->c = c;
 	k->ep = ep;
-	k->fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	k->addr_i = i;
+	k->fd = socket(ep->addrs[i].ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (k->fd < 0)
 		goto fail;
 	int one = 1;
@@ -381,7 +434,7 @@ static struct h1_conn *conn_open(struct h1client *c, struct h1_endpoint *ep, int
 		goto fail;
 	}
 	c->connects++;
-	*now = connect(k->fd, (struct sockaddr *)&ep->addr, ep->addrlen) == 0;
+	*now = connect(k->fd, (struct sockaddr *)&ep->addrs[i], ep->lens[i]) == 0;
 	if (!*now && errno != EINPROGRESS)
 		goto fail;
 	return k;
@@ -395,6 +448,21 @@ fail:;
 /* ---- transfers ---- */
 
 static void on_xfer_timer(evutil_socket_t fd, short what, void *arg);
+
+/* Take x off its endpoint's list of transfers waiting for a first answer. */
+static void waiting_remove(struct h1_xfer *x)
+{
+	struct h1_endpoint *ep = x->ep;
+	for (struct h1_xfer **pp = &ep->waiting; *pp != NULL; pp = &(*pp)->wnext) {
+		if (*pp == x) {
+			*pp = x->wnext;
+			ep->n_waiting--;
+			break;
+		}
+	}
+	x->wnext = NULL;
+	x->waiting = 0;
+}
 
 static void xfer_destroy(struct h1_xfer *x)
 {
@@ -450,6 +518,8 @@ static void xfer_recycle(struct h1_xfer *x)
 {
 	struct h1client *c = x->c;
 	conn_close(x->conn);
+	if (x->waiting)
+		waiting_remove(x);
 	if (x->prev)
 		x->prev->next = x->next;
 	else if (c->xfers == x)
@@ -522,6 +592,11 @@ static void on_xfer_timer(evutil_socket_t fd, short what, void *arg)
 		complete(x, x->pending_err, x->detail);
 		return;
 	}
+	if (x->waiting) {
+		fail(x, UPSTREAM_ERR_TIMEOUT, "no address for %s within the timeout%s", x->ep->host,
+		     " (the resolver has not answered)");
+		return;
+	}
 	conn_close(x->conn); /* mid-exchange: never reused */
 	complete(x, UPSTREAM_ERR_TIMEOUT, "no full response within the timeout");
 }
@@ -575,6 +650,165 @@ static void xfer_rewind(struct h1_xfer *x)
 	xfer_set_state(x, H1_STATUS);
 }
 
+/* ---- names ---- */
+
+static void on_resolved(const struct resolve_result *res, void *arg);
+static void xfer_start(struct h1_xfer *x);
+
+/* Ask for a fresh answer for ep's name unless one is on its way. 0, or -1 with why. */
+static int ep_lookup(struct h1_endpoint *ep, char *why, size_t whylen)
+{
+	struct h1client *c = ep->c;
+	if (ep->resolving)
+		return 0;
+	if (c->resolver == NULL && (c->resolver = resolve_new(c->base, why, whylen)) == NULL)
+		return -1;
+	if (resolve_start(c->resolver, ep->host, ep->port, on_resolved, ep, why, whylen) < 0)
+		return -1;
+	ep->resolving = 1;
+	ep->gen++;
+	log_debug("upstream: resolving %s", ep->host);
+	return 0;
+}
+
+/* The transfers that waited for lookup gen, in order: started, or failed with why. */
+static void waiting_run(struct h1_endpoint *ep, unsigned gen, const char *why)
+{
+	struct h1_xfer *x;
+	/* a callback may cancel others or queue new ones (behind a new lookup): re-read the head */
+	while ((x = ep->waiting) != NULL && x->wait_gen == gen) {
+		waiting_remove(x);
+		x->fresh = 1;
+		if (why == NULL)
+			xfer_start(x);
+		else
+			fail(x, UPSTREAM_ERR_CONNECT, "cannot resolve %s: %s", ep->host, why);
+	}
+}
+
+/* The new answer's index of the address that took the last connection, else 0. */
+static size_t same_address(const struct h1_endpoint *ep, const struct resolve_result *res)
+{
+	if (ep->prefer >= ep->n_addrs)
+		return 0;
+	for (size_t i = 0; i < res->n; i++)
+		if (res->lens[i] == ep->lens[ep->prefer] &&
+		    memcmp(&res->addrs[i], &ep->addrs[ep->prefer], res->lens[i]) == 0)
+			return i;
+	return 0;
+}
+
+/* The resolver answered (on the loop): keep a good answer, else the last good one. */
+static void on_resolved(const struct resolve_result *res, void *arg)
+{
+	struct h1_endpoint *ep = arg;
+	ep->resolving = 0;
+	ep->resolved_us = now_us();
+	if (res->err == 0) {
+		if (ep->failing)
+			log_info("upstream: %s resolves again (%zu addresses)", ep->host, res->n);
+		ep->failing = 0;
+		ep->prefer = same_address(ep, res);
+		memcpy(ep->addrs, res->addrs, sizeof(ep->addrs));
+		memcpy(ep->lens, res->lens, sizeof(ep->lens));
+		ep->n_addrs = res->n;
+		waiting_run(ep, ep->gen, NULL);
+		return;
+	}
+	if (!ep->failing)
+		log_warn("upstream: cannot resolve %s: %s%s", ep->host, res->why,
+		         ep->n_addrs ? " (using the last good answer meanwhile)" : "");
+	ep->failing = 1;
+	waiting_run(ep, ep->gen, res->why);
+}
+
+/*
+ * Before a new connection to a name: refresh an old answer (it serves
+ * meanwhile), or queue x behind the first lookup. 1 if x waits (or fails
+ * soon), 0 to connect now.
+ */
+static int xfer_need_name(struct h1_xfer *x)
+{
+	struct h1_endpoint *ep = x->ep;
+	char why[160];
+	if (ep->n_addrs > 0) {
+		uint64_t age = now_us() - ep->resolved_us;
+		int fresh = x->fresh;
+		x->fresh = 0;
+		if (!fresh && (ep->resolved_us == 0 || age >= (uint64_t)x->c->refresh_ms * 1000u) &&
+		    ep_lookup(ep, why, sizeof(why)) < 0)
+			log_debug("upstream: cannot refresh %s now: %s", ep->host, why);
+		return 0;
+	}
+	if (ep->n_waiting >= H1_MAX_WAITING) {
+		fail_soon(x, UPSTREAM_ERR_CONNECT, "cannot resolve %s: %s", ep->host,
+		          "too many requests waiting for its first answer");
+		return 1;
+	}
+	if (ep_lookup(ep, why, sizeof(why)) < 0) {
+		fail_soon(x, UPSTREAM_ERR_CONNECT, "cannot resolve %s: %s", ep->host, why);
+		return 1;
+	}
+	struct h1_xfer **pp = &ep->waiting;
+	while (*pp != NULL)
+		pp = &(*pp)->wnext;
+	*pp = x;
+	x->wnext = NULL;
+	x->waiting = 1;
+	x->wait_gen = ep->gen;
+	ep->n_waiting++;
+	xfer_set_state(x, H1_RESOLVING);
+	return 1;
+}
+
+/* No address took a connection: fail x, and ask the name again (it may have moved). */
+static void xfer_unreachable(struct h1_xfer *x)
+{
+	struct h1_endpoint *ep = x->ep;
+	char why[160];
+	if (!ep->literal) {
+		ep->resolved_us = 0;
+		if (ep_lookup(ep, why, sizeof(why)) < 0)
+			log_debug("upstream: cannot refresh %s now: %s", ep->host, why);
+	}
+	fail_soon(x, x->resent ? UPSTREAM_ERR_RESET : UPSTREAM_ERR_CONNECT,
+	          "cannot connect to %s: %s", ep->authority, strerror(x->conn_errno));
+}
+
+/*
+ * A new connection for x: the endpoint's addresses in turn from the one that
+ * took the last connection, each once; then x fails. May run inside
+ * h1client_submit: failures are reported with fail_soon.
+ */
+static void xfer_connect(struct h1_xfer *x)
+{
+	struct h1_endpoint *ep = x->ep;
+	while (x->tried < ep->n_addrs) {
+		size_t i = (ep->prefer + x->tried++) % ep->n_addrs;
+		int now = 0;
+		struct h1_conn *k = conn_open(x->c, ep, i, &now);
+		if (k == NULL) {
+			x->conn_errno = errno;
+			continue;
+		}
+		k->x = x;
+		x->conn = k;
+		if (!now) {
+			xfer_set_state(x, H1_CONNECTING);
+			if (event_add(k->wev, NULL) < 0)
+				fail_soon(x, UPSTREAM_ERR_INTERNAL,
+				          "cannot watch the connection to %s%s", ep->authority, "");
+			return;
+		}
+		ep->prefer = i;
+		if (event_add(k->rev, NULL) < 0 || xfer_send(x) < 0)
+			fail_soon(x, UPSTREAM_ERR_RESET, "cannot send the request to %s: %s",
+			          ep->authority, strerror(errno));
+		return;
+	}
+	xfer_unreachable(x);
+}
+
 /*
  * Put the transfer on a connection and write: the most recently used idle one
  * (a dead one, refusing the write, is closed and the next tried), else a new
@@ -596,25 +830,11 @@ static void xfer_start(struct h1_xfer *x)
 		conn_close(k); /* nothing was written: as if it had never been there */
 		xfer_rewind(x);
 	}
-	int now = 0;
-	enum upstream_err e = x->resent ? UPSTREAM_ERR_RESET : UPSTREAM_ERR_CONNECT;
-	struct h1_conn *k = conn_open(x->c, ep, &now);
-	if (k == NULL) {
-		fail_soon(x, e, "cannot connect to %s: %s", ep->authority, strerror(errno));
+	if (!ep->literal && xfer_need_name(x))
 		return;
-	}
-	k->x = x;
-	x->conn = k;
-	if (!now) {
-		xfer_set_state(x, H1_CONNECTING);
-		if (event_add(k->wev, NULL) < 0)
-			fail_soon(x, UPSTREAM_ERR_INTERNAL, "cannot watch the connection to %s%s",
-			          ep->authority, "");
-		return;
-	}
-	if (event_add(k->rev, NULL) < 0 || xfer_send(x) < 0)
-		fail_soon(x, e == UPSTREAM_ERR_CONNECT ? UPSTREAM_ERR_RESET : e,
-		          "cannot send the request to %s: %s", ep->authority, strerror(errno));
+	x->tried = 0;
+	x->conn_errno = 0;
+	xfer_connect(x);
 }
 
 /*
@@ -657,11 +877,14 @@ static void on_conn_write(evutil_socket_t fd, short what, void *arg)
 		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0)
 			e = errno;
 		if (e != 0) {
+			log_debug("upstream: a connect to %s failed: %s", x->ep->authority,
+			          strerror(e));
 			conn_close(k);
-			fail(x, x->resent ? UPSTREAM_ERR_RESET : UPSTREAM_ERR_CONNECT,
-			     "cannot connect to %s: %s", x->ep->authority, strerror(e));
+			x->conn_errno = e;
+			xfer_connect(x); /* the next address, or fail */
 			return;
 		}
+		x->ep->prefer = k->addr_i;
 		xfer_set_state(x, H1_STATUS);
 		if (event_add(k->rev, NULL) < 0) {
 			conn_close(k);
@@ -1149,6 +1372,7 @@ struct h1client *h1client_new(struct event_base *base, size_t maxidle, char *err
 	}
 	c->base = base;
 	c->maxidle = maxidle;
+	c->refresh_ms = H1_DNS_REFRESH_MS;
 	return c;
 }
 
@@ -1156,6 +1380,7 @@ void h1client_free(struct h1client *c)
 {
 	if (c == NULL)
 		return;
+	resolve_free(c->resolver); /* no answers from here on */
 	while (c->xfers != NULL)
 		h1client_cancel(&c->xfers->hdr);
 	while (c->eps != NULL) {
@@ -1171,6 +1396,12 @@ void h1client_free(struct h1client *c)
 		xfer_destroy(x);
 	}
 	free(c);
+}
+
+void h1client_set_dns_refresh(struct h1client *c, uint32_t ms)
+{
+	if (c != NULL)
+		c->refresh_ms = ms;
 }
 
 size_t h1client_inflight(const struct h1client *c)

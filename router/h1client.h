@@ -1,13 +1,14 @@
 /*
  * h1client.h - the built-in HTTP/1.1 client engine behind upstream.h: plain
- * http:// to literal IPv4/IPv6 addresses and "localhost", with a per-worker
- * keep-alive pool. upstream.c is its only user: it sends everything else
- * (https://, host names) through libcurl.
+ * http:// to literal IPv4/IPv6 addresses and host names (resolved off the
+ * loop by router/resolve.c, answers cached), with a per-worker keep-alive
+ * pool. upstream.c is its only user: it sends https:// through libcurl.
  */
 #ifndef TURNOUT_H1CLIENT_H
 #define TURNOUT_H1CLIENT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct upstream_request;
@@ -37,8 +38,15 @@ struct h1client *h1client_new(struct event_base *base, size_t maxidle, char *err
 void h1client_free(struct h1client *c);
 
 /*
+ * How old (ms) a name's answer may be before a new connection asks again
+ * (default 60000, libcurl's DNS cache; 0: at every new connection).
+ */
+void h1client_set_dns_refresh(struct h1client *c, uint32_t ms);
+
+/*
  * Whether the engine serves this request's URL (req->url, or req->endpoint):
- * http:// to a literal address or localhost. Parsed once per endpoint and cached.
+ * http:// to a literal address or a host name. Parsed once per endpoint and
+ * cached; no lookup here.
  */
 int h1client_serves(struct h1client *c, const struct upstream_request *req);
 

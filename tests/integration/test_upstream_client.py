@@ -9,6 +9,9 @@ come through; the reply carries exactly one Content-Length equal to the body
 (none on 204); a chunked answer is re-framed, never passed as chunked; 50
 sequential requests reuse the router's keep-alive connection to the backend
 (at most one new backend connection); the router exits 0 on SIGTERM.
+The built-in client runs once more with the endpoint named http://localhost:PORT
+(resolved by the router's resolver thread from /etc/hosts: the debug log shows
+the lookup, and that the 50 requests did not look the name up again).
 """
 
 import http.client
@@ -27,10 +30,11 @@ workers: 1
 admin:
   http: 127.0.0.1:{{admin_port}}
 variants:
-  blue:  {{{{ endpoints: [http://127.0.0.1:{port}] }}}}
+  blue:  {{{{ endpoints: [http://{host}:{port}] }}}}
 strategy: bluegreen
 stable: blue
 upstream_client: {client}
+log_level: {level}
 """
 
 ANSWERS = {
@@ -112,8 +116,10 @@ def ask(conn, method, path):
     return r.status, r.getheaders(), lengths, body
 
 
-def check_client(f, be, client):
-    r = backend.start_router(CONFIG.format(port=be.port, client=client))
+def check_client(f, be, client, host="127.0.0.1"):
+    level = "debug" if host == "localhost" else "info"
+    r = backend.start_router(CONFIG.format(port=be.port, client=client, host=host, level=level))
+    client = f"{client} ({host})"
     conn = http.client.HTTPConnection("127.0.0.1", r.port, timeout=10)
     s, h, lengths, body = ask(conn, "POST", "/chunked")
     names = [k.lower() for k, _ in h]
@@ -134,12 +140,18 @@ def check_client(f, be, client):
     f.check(s == 200 and body == b"ok" and "link" not in names,
             f"{client}: 1xx answers are skipped ({s} {body!r} {names})")
     before = be.accepts
+    lookups = r.output().count("resolving localhost")
     got = [ask(conn, "POST", "/cl") for _ in range(50)]
     f.check(all(s == 200 and b == b"hello" and ln == ["5"] for s, _, ln, b in got),
             f"{client}: 50 answers with exactly one Content-Length: 5")
     f.check(be.accepts - before <= 1,
             f"{client}: 50 requests reuse the backend connection ({be.accepts - before} new)")
     conn.close()
+    if host == "localhost":
+        out = r.output()
+        f.check(lookups >= 1 and out.count("resolving localhost") == lookups,
+                f"{client}: the name was looked up ({lookups}x), and not again for 50 requests")
+        f.check("cannot resolve" not in out, f"{client}: no resolver failure logged")
     f.check(r.stop() == 0, f"{client}: router exits 0")
 
 
@@ -149,6 +161,7 @@ def main():
     try:
         for client in ("builtin", "libcurl"):
             check_client(f, be, client)
+        check_client(f, be, "builtin", host="localhost")
     finally:
         be.stop()
     f.finish()

@@ -561,6 +561,169 @@ static void test_identical_bytes(void **state)
 	compare_rules_free(r);
 }
 
+/* ---- randomized: the fast path against the full parse --------------------- */
+
+struct gen {
+	char buf[8192];
+	size_t len;
+	uint32_t seed;
+};
+
+static uint32_t gen_rand(struct gen *g)
+{
+	g->seed = g->seed * 1103515245u + 12345u;
+	return (g->seed >> 8) & 0xffffff;
+}
+
+static void gen_put(struct gen *g, const char *s)
+{
+	size_t n = strlen(s);
+	if (g->len + n < sizeof(g->buf))
+		memcpy(g->buf + g->len, s, n), g->len += n;
+}
+
+static void gen_ws(struct gen *g)
+{
+	static const char *const ws[] = {"", "", "", " ", "\n", "\t\r\n ", "\v"};
+	gen_put(g, ws[gen_rand(g) % (sizeof(ws) / sizeof(ws[0]))]);
+}
+
+static void gen_value(struct gen *g, int depth)
+{
+	static const char *const atoms[] = {"0",
+	                                    "-0",
+	                                    "1",
+	                                    "-12.5",
+	                                    "0.001e-3",
+	                                    "1E+2",
+	                                    "1e99",
+	                                    "1e400",
+	                                    "01",
+	                                    "1.",
+	                                    "-",
+	                                    "1e",
+	                                    "123456789012345678",
+	                                    "1234567890123456789",
+	                                    "99999999999999999999999",
+	                                    ".5",
+	                                    "+1",
+	                                    "0x10",
+	                                    "NaN",
+	                                    "true",
+	                                    "false",
+	                                    "null",
+	                                    "tru",
+	                                    "nul",
+	                                    "\"\"",
+	                                    "\"a\"",
+	                                    "\"\\u00e9\"",
+	                                    "\"\\ud83d\\ude00\"",
+	                                    "\"\\ud800\"",
+	                                    "\"\\u0000\"",
+	                                    "\"\\n\\t\\/\\\\\\\"\"",
+	                                    "\"\\x\"",
+	                                    "\"caf\xc3\xa9\"",
+	                                    "\"\xff\"",
+	                                    "\"a\tb\"",
+	                                    "\"\x7f\"",
+	                                    "\"unterminated"};
+	uint32_t r = gen_rand(g) % 10;
+	gen_ws(g);
+	if (depth > 70 || r < 5) {
+		gen_put(g, atoms[gen_rand(g) % (sizeof(atoms) / sizeof(atoms[0]))]);
+	} else if (r < 7 || depth > 60) {
+		/* long runs of nesting reach the depth limit */
+		gen_put(g, "[");
+		size_t n = gen_rand(g) % 3;
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				gen_put(g, ",");
+			gen_value(g, depth + 1);
+		}
+		gen_put(g, "]");
+	} else {
+		static const char *const keys[] = {"\"a\"", "\"b\"", "\"\\u0061\"", "\"\\u0000\"",
+		                                   "\"a\\u0000\""};
+		gen_put(g, "{");
+		size_t n = gen_rand(g) % 4;
+		for (size_t i = 0; i < n; i++) {
+			if (i)
+				gen_put(g, ",");
+			gen_ws(g);
+			gen_put(g, keys[gen_rand(g) % (sizeof(keys) / sizeof(keys[0]))]);
+			gen_ws(g);
+			gen_put(g, ":");
+			gen_value(g, depth + 1);
+		}
+		gen_put(g, "}");
+	}
+	gen_ws(g);
+}
+
+/*
+ * 20000 generated bodies (valid JSON, near misses, a few random byte flips,
+ * nesting around the limit), each judged identical (fast path) and against
+ * itself plus a trailing space (full parse), under four rule sets: the
+ * judgement and every rule's must match.
+ */
+static void test_identical_bytes_random(void **state)
+{
+	static const struct config_compare_rule exact[] = {
+	    {.path = "a", .mode = CONFIG_COMPARE_EXACT}};
+	static const struct config_compare_rule num[] = {
+	    {.path = "a", .mode = CONFIG_COMPARE_NUMERIC, .abs_tolerance = 1e-6},
+	    {.path = "b[0]", .mode = CONFIG_COMPARE_EXACT}};
+	static const struct config_compare_rule am[] = {
+	    {.path = "a", .mode = CONFIG_COMPARE_ARGMAX}};
+	char *ign[] = {"b"};
+	struct compare_rules *sets[] = {rules_of(NULL, 0, ign, 1), rules_of(exact, 1, NULL, 0),
+	                                rules_of(num, 2, NULL, 0), rules_of(am, 1, NULL, 0)};
+	static struct gen g;
+	static char sp[sizeof(g.buf) + 1];
+	struct compare_outcome same, spaced;
+	size_t agreed = 0, fast_paths = 0;
+	g.seed = 12345;
+	for (int i = 0; i < 20000; i++) {
+		g.len = 0;
+		if (i % 50 == 0) { /* deep nesting, at and past COMPARE_DEPTH_MAX */
+			int d = 60 + (int)(gen_rand(&g) % 10);
+			for (int k = 0; k < d; k++)
+				gen_put(&g, k % 2 ? "[" : "{\"a\":");
+			for (int k = d - 1; k >= 0; k--)
+				gen_put(&g, k % 2 ? "]" : "}");
+		} else {
+			gen_value(&g, 0);
+		}
+		if (gen_rand(&g) % 8 == 0 && g.len) /* a random byte flip */
+			g.buf[gen_rand(&g) % g.len] = (char)(gen_rand(&g) & 0xff);
+		memcpy(sp, g.buf, g.len);
+		sp[g.len] = ' ';
+		for (size_t k = 0; k < sizeof(sets) / sizeof(sets[0]); k++) {
+			enum compare_result r1 =
+			    compare_responses(sets[k], 200, g.buf, g.len, 200, g.buf, g.len, &same);
+			/* with no rules the full path compares non-JSON as bytes: not comparable */
+			if (k == 0)
+				continue;
+			enum compare_result r2 = compare_responses(sets[k], 200, g.buf, g.len, 200,
+			                                           sp, g.len + 1, &spaced);
+			agreed += r1 == COMPARE_AGREE;
+			fast_paths += r1 == COMPARE_AGREE && r2 == COMPARE_AGREE;
+			if (r1 != r2)
+				fail_msg("rules %zu, body %d '%.*s': identical %s, full parse %s",
+				         k, i, (int)g.len, g.buf, compare_result_name(r1),
+				         compare_result_name(r2));
+			for (size_t j = 0; j < same.n_rules; j++)
+				if (same.rule_result[j] != spaced.rule_result[j])
+					fail_msg("rules %zu, body %d, rule %zu differs", k, i, j);
+		}
+	}
+	/* the generator reaches both sides: agreements and errors */
+	assert_true(agreed > 5000 && agreed < 3 * 20000);
+	assert_true(fast_paths > 0);
+	for (size_t k = 0; k < sizeof(sets) / sizeof(sets[0]); k++)
+		compare_rules_free(sets[k]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -580,6 +743,7 @@ int main(void)
 	    cmocka_unit_test(test_deep_nesting),
 	    cmocka_unit_test(test_huge),
 	    cmocka_unit_test(test_identical_bytes),
+	    cmocka_unit_test(test_identical_bytes_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

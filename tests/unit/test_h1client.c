@@ -26,7 +26,11 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
+#include <netdb.h>
+#include <time.h>
+
 #include "h1client.h"
+#include "resolve.h"
 #include "upstream.h"
 
 #define MAX_CONNS 8
@@ -708,8 +712,12 @@ static void test_request_bytes(void **state)
 	r.target = "/a b";
 	assert_null(h1client_submit(fx->c, &r, err, sizeof(err)));
 	assert_int_equal(h1client_inflight(fx->c), 0);
-	/* host names and https are not served: libcurl's */
+	/* https and malformed authorities are not served: libcurl's; names are (no lookup here) */
 	r.endpoint = "http://example.invalid:80";
+	assert_int_equal(h1client_serves(fx->c, &r), 1);
+	r.endpoint = "http://bad name:80";
+	assert_int_equal(h1client_serves(fx->c, &r), 0);
+	r.endpoint = "http://[localhost]:80";
 	assert_int_equal(h1client_serves(fx->c, &r), 0);
 	r.endpoint = "https://127.0.0.1:1";
 	assert_int_equal(h1client_serves(fx->c, &r), 0);
@@ -717,6 +725,276 @@ static void test_request_bytes(void **state)
 	assert_int_equal(h1client_serves(fx->c, &r), 1);
 	r.endpoint = "http://localhost:1";
 	assert_int_equal(h1client_serves(fx->c, &r), 1);
+}
+
+/* ---- host names, through router/resolve.c and the system's getaddrinfo ---- */
+
+/*
+ * The resolver seam: counts lookups of "localhost" (the only name these tests
+ * look up: it is in /etc/hosts, so no DNS packet leaves), sleeps, fails, or
+ * puts a refused address in front of the real answer.
+ */
+static struct {
+	int calls, answered;
+	int delay_ms;
+	int fail;      /* an EAI_* code */
+	int dead_port; /* put 127.0.0.1:dead_port first */
+} hook;
+
+static int on_lookup(const char *host, struct resolve_result *res)
+{
+	if (strcmp(host, "localhost") != 0)
+		return EAI_FAIL; /* never a DNS packet for anything else */
+	__atomic_add_fetch(&hook.calls, 1, __ATOMIC_SEQ_CST);
+	int ms = __atomic_load_n(&hook.delay_ms, __ATOMIC_SEQ_CST);
+	if (ms > 0) {
+		struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	int port = __atomic_load_n(&hook.dead_port, __ATOMIC_SEQ_CST);
+	if (port) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)&res->addrs[0];
+		memset(sin, 0, sizeof(*sin));
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		res->lens[0] = sizeof(*sin);
+		res->n = 1;
+	}
+	__atomic_add_fetch(&hook.answered, 1, __ATOMIC_SEQ_CST);
+	return __atomic_load_n(&hook.fail, __ATOMIC_SEQ_CST);
+}
+
+static int calls(void)
+{
+	return __atomic_load_n(&hook.calls, __ATOMIC_SEQ_CST);
+}
+
+static int setup_names(void **state)
+{
+	memset(&hook, 0, sizeof(hook));
+	resolve_set_test_hook(on_lookup);
+	return setup(state);
+}
+
+static int teardown_names(void **state)
+{
+	int r = teardown(state);
+	resolve_set_test_hook(NULL);
+	return r;
+}
+
+static struct upstream_transfer *submit_name(struct fixture *fx, uint32_t timeout_ms,
+                                             struct outcome *o)
+{
+	char ep[64], err[256];
+	snprintf(ep, sizeof(ep), "http://localhost:%d/n", fx->srv.port);
+	struct upstream_request r = {.method = "GET",
+	                             .url = ep,
+	                             .timeout_ms = timeout_ms,
+	                             .max_response = 1024,
+	                             .cb = on_done,
+	                             .arg = o};
+	memset(o, 0, sizeof(*o));
+	struct upstream_transfer *t = h1client_submit(fx->c, &r, err, sizeof(err));
+	assert_non_null(t);
+	assert_int_equal(o->done, 0); /* never from inside submit */
+	return t;
+}
+
+static void get_name(struct fixture *fx, struct outcome *o)
+{
+	submit_name(fx, 2000, o);
+	run_until(fx, o);
+	assert_int_equal(o->done, 1);
+	assert_int_equal(o->err, UPSTREAM_OK);
+	assert_string_equal(o->body, "hello");
+}
+
+/* Run the loop until n lookups were answered (bounded: 5 s). */
+static void wait_answered(struct fixture *fx, int n)
+{
+	for (int i = 0; i < 500 && __atomic_load_n(&hook.answered, __ATOMIC_SEQ_CST) < n; i++)
+		run_for(fx, 10);
+	assert_true(__atomic_load_n(&hook.answered, __ATOMIC_SEQ_CST) >= n);
+	run_for(fx, 20); /* the answer's way back to the loop */
+}
+
+/* A port on 127.0.0.1 nobody listens on. */
+static int closed_port(void)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sin);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+	getsockname(fd, (struct sockaddr *)&sin, &len);
+	close(fd);
+	return ntohs(sin.sin_port);
+}
+
+static void test_name_lookup_cached(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	fx->srv.mode = SRV_ANSWER_CLOSE; /* every request needs a new connection */
+	get_name(fx, &o);
+	assert_int_equal(calls(), 1);
+	for (int i = 0; i < 3; i++)
+		get_name(fx, &o);
+	assert_int_equal(calls(), 1); /* the answer is reused within the refresh interval */
+	assert_int_equal(fx->srv.accepts, 4);
+	assert_non_null(strstr(fx->srv.last_req, "Host: localhost:"));
+}
+
+static void test_name_refresh(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	h1client_set_dns_refresh(fx->c, 0); /* every new connection asks again */
+	fx->srv.mode = SRV_ANSWER_CLOSE;
+	get_name(fx, &o);
+	wait_answered(fx, 1);
+	get_name(fx, &o);
+	wait_answered(fx, 2);
+	assert_int_equal(calls(), 2);
+	/* a slow refresh: the old answer serves meanwhile */
+	hook.delay_ms = 400;
+	get_name(fx, &o);
+	assert_true(o.elapsed_us < 300000);
+	assert_int_equal(calls(), 3);
+	assert_int_equal(__atomic_load_n(&hook.answered, __ATOMIC_SEQ_CST), 2);
+	/* while it runs, no second lookup is started */
+	get_name(fx, &o);
+	assert_int_equal(calls(), 3);
+	wait_answered(fx, 3);
+	/* a failing refresh: the last good answer still serves, and keeps serving */
+	hook.delay_ms = 0;
+	hook.fail = EAI_AGAIN;
+	get_name(fx, &o);
+	wait_answered(fx, 4);
+	get_name(fx, &o);
+	wait_answered(fx, 5);
+	get_name(fx, &o);
+	assert_int_equal(fx->srv.accepts, 7);
+}
+
+static void test_name_queued_behind_first(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o[3];
+	hook.delay_ms = 300;
+	for (int i = 0; i < 3; i++)
+		submit_name(fx, 2000, &o[i]);
+	for (int i = 0; i < 3; i++) {
+		run_until(fx, &o[i]);
+		assert_int_equal(o[i].done, 1);
+		assert_int_equal(o[i].err, UPSTREAM_OK);
+		assert_true(o[i].elapsed_us >= 250000);
+	}
+	assert_int_equal(calls(), 1); /* one lookup for all of them */
+}
+
+static void test_name_first_lookup_fails(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o[2];
+	hook.fail = EAI_NONAME;
+	hook.delay_ms = 50;
+	submit_name(fx, 2000, &o[0]);
+	submit_name(fx, 2000, &o[1]);
+	for (int i = 0; i < 2; i++) {
+		run_until(fx, &o[i]);
+		assert_int_equal(o[i].done, 1);
+		assert_int_equal(o[i].err, UPSTREAM_ERR_CONNECT);
+		assert_non_null(strstr(o[i].detail, "cannot resolve localhost"));
+		assert_non_null(strstr(o[i].detail, gai_strerror(EAI_NONAME)));
+	}
+	assert_int_equal(calls(), 1);
+	assert_int_equal(fx->srv.accepts, 0);
+	/* failures are not cached: the next request asks again */
+	hook.fail = 0;
+	get_name(fx, &o[0]);
+	assert_int_equal(calls(), 2);
+}
+
+static void test_name_timeout_and_cancel_while_waiting(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o[3];
+	hook.delay_ms = 400;
+	submit_name(fx, 100, &o[0]);
+	struct upstream_transfer *t = submit_name(fx, 2000, &o[1]);
+	submit_name(fx, 2000, &o[2]);
+	run_until(fx, &o[0]);
+	assert_int_equal(o[0].err, UPSTREAM_ERR_TIMEOUT);
+	assert_non_null(strstr(o[0].detail, "localhost"));
+	assert_true(o[0].elapsed_us < 300000);
+	h1client_cancel(t);
+	run_until(fx, &o[2]);
+	assert_int_equal(o[2].err, UPSTREAM_OK);
+	assert_int_equal(o[1].done, 0); /* cancelled: never called */
+	assert_int_equal(h1client_inflight(fx->c), 0);
+}
+
+static void test_name_addresses_in_order(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	hook.dead_port = closed_port(); /* answer: 127.0.0.1:dead, then localhost's own */
+	fx->srv.mode = SRV_ANSWER_CLOSE;
+	get_name(fx, &o);
+	assert_int_equal(h1client_connects(fx->c), 2); /* refused, then the next address */
+	get_name(fx, &o);
+	assert_int_equal(h1client_connects(fx->c), 3); /* straight to the one that worked */
+	assert_int_equal(calls(), 1);
+	/* no address takes a connection: connect error, and the name is asked again */
+	hook.dead_port = 0;
+	fx->srv.mode = SRV_ANSWER;
+	event_del(fx->srv.lev);
+	close(fx->srv.lfd);
+	fx->srv.lfd = socket(AF_INET, SOCK_STREAM, 0); /* for teardown to close */
+	submit_name(fx, 2000, &o);
+	run_until(fx, &o);
+	assert_int_equal(o.err, UPSTREAM_ERR_CONNECT);
+	assert_non_null(strstr(o.detail, "localhost"));
+	wait_answered(fx, 2);
+	assert_int_equal(calls(), 2);
+}
+
+static void test_name_free_while_resolving(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	hook.delay_ms = 300;
+	submit_name(fx, 2000, &o);
+	for (int i = 0; i < 100 && calls() == 0; i++)
+		run_for(fx, 5);
+	assert_int_equal(calls(), 1); /* the thread is inside the lookup */
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	h1client_free(fx->c);
+	fx->c = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+	assert_true(ms < 200); /* not waiting for the lookup */
+	run_for(fx, 400);      /* the thread finishes and frees what it shared, by itself */
+	assert_int_equal(o.done, 0);
+	assert_int_equal(__atomic_load_n(&hook.answered, __ATOMIC_SEQ_CST), 1);
+}
+
+/* Last: the process ends while the thread is still inside a lookup (LSan must stay quiet). */
+static void test_name_exit_while_resolving(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	hook.delay_ms = 1500;
+	submit_name(fx, 2000, &o);
+	for (int i = 0; i < 100 && calls() == 0; i++)
+		run_for(fx, 5);
+	assert_int_equal(calls(), 1);
+	h1client_free(fx->c);
+	fx->c = NULL;
+	assert_int_equal(o.done, 0);
 }
 
 int main(void)
@@ -738,6 +1016,20 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_big_body_partial_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_request_bytes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_name_lookup_cached, setup_names, teardown_names),
+	    cmocka_unit_test_setup_teardown(test_name_refresh, setup_names, teardown_names),
+	    cmocka_unit_test_setup_teardown(test_name_queued_behind_first, setup_names,
+	                                    teardown_names),
+	    cmocka_unit_test_setup_teardown(test_name_first_lookup_fails, setup_names,
+	                                    teardown_names),
+	    cmocka_unit_test_setup_teardown(test_name_timeout_and_cancel_while_waiting, setup_names,
+	                                    teardown_names),
+	    cmocka_unit_test_setup_teardown(test_name_addresses_in_order, setup_names,
+	                                    teardown_names),
+	    cmocka_unit_test_setup_teardown(test_name_free_while_resolving, setup_names,
+	                                    teardown_names),
+	    cmocka_unit_test_setup_teardown(test_name_exit_while_resolving, setup_names,
+	                                    teardown_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
