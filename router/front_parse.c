@@ -328,6 +328,10 @@ int front_parse_head(char *buf, size_t n, size_t max_header, size_t max_body, st
 			         first ? " (request line)" : "");
 			return fail(&e, 400, "bad_header");
 		}
+		if (ln == 0 && first) {
+			snprintf(err, errlen, "no request line (only empty lines)");
+			return fail(&e, 400, "bad_request");
+		}
 		if (ln == 0)
 			break; /* the empty line that ends the head */
 		int r = first ? request_line(buf, line, ln, h, &e)

@@ -76,6 +76,7 @@ static void test_accepts(void **state)
 	assert_int_equal(parse("\r\nGET / HTTP/1.1\r\n\r\n"), 1);
 	assert_string_equal(buf + head.method, "GET");
 	/* an empty value is a value */
+	refused("\r\n\r\n\r\n\r\n\r\n\r\n", 400, "bad_request", "no request line");
 	assert_int_equal(parse("GET / HTTP/1.1\r\nX-E:\r\n\r\n"), 1);
 	assert_string_equal(field("X-E"), "");
 }
