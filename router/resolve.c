@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,8 +246,12 @@ int resolve_start(struct resolver *r, const char *host, const char *port, resolv
 		return -1;
 	}
 	if (!r->started) {
+		sigset_t all, old;
+		sigfillset(&all); /* signals are the main thread's business */
+		pthread_sigmask(SIG_SETMASK, &all, &old);
 		r->sh->refs++;
 		int e = pthread_create(&r->th, NULL, thread_main, r->sh);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		if (e != 0) {
 			r->sh->refs--;
 			snprintf(err, errlen, "cannot start the resolver thread: %s", strerror(e));
