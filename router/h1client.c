@@ -58,16 +58,17 @@
 #define H1_MAX_RESP_HEADER_BYTES (64 * 1024) /* status line + header lines */
 #define H1_MAX_LINE              (8 * 1024 + 512)
 #define H1_MAX_KEY               255
-#define H1_MAX_REQ_HEAD          (256 * 1024)
-#define H1_MAX_ENDPOINTS         256 /* more distinct endpoints go through libcurl */
-#define H1_MAX_AUTHORITY         300
-#define H1_READ_CHUNK            16384
-#define H1_BODY_READ_MAX         (256 * 1024)
-#define H1_MAX_FREE_XFERS        256
-#define H1_MAX_TIMEOUTS          8
-#define H1_MAX_CHUNK_LINE        1024
-#define H1_MAX_WAITING           1024 /* requests per endpoint waiting for a first answer */
-#define H1_DNS_REFRESH_MS        60000
+/* request line + limits.max_header (<= 1 MiB) + the forwarding headers we add */
+#define H1_MAX_REQ_HEAD   (1024 * 1024 + 64 * 1024)
+#define H1_MAX_ENDPOINTS  256 /* more distinct endpoints go through libcurl */
+#define H1_MAX_AUTHORITY  300
+#define H1_READ_CHUNK     16384
+#define H1_BODY_READ_MAX  (256 * 1024)
+#define H1_MAX_FREE_XFERS 256
+#define H1_MAX_TIMEOUTS   8
+#define H1_MAX_CHUNK_LINE 1024
+#define H1_MAX_WAITING    1024 /* requests per endpoint waiting for a first answer */
+#define H1_DNS_REFRESH_MS 60000
 
 struct h1_xfer;
 
@@ -1436,6 +1437,8 @@ static int head_put(struct h1_xfer *x, const char *s, size_t n)
 		while (cap < x->head_len + n)
 			cap *= 2;
 		if (cap > H1_MAX_REQ_HEAD)
+			cap = H1_MAX_REQ_HEAD; /* doubling may pass a limit that is no power of 2 */
+		if (cap < x->head_len + n)
 			return -1;
 		char *p = realloc(x->head, cap);
 		if (p == NULL)
@@ -1519,10 +1522,12 @@ static int build_head(struct h1_xfer *x, const struct upstream_request *req, con
 			memcpy(h, tmp, hl);
 		}
 	}
-	int with_body = req->body_len > 0 || strcmp(req->method, "POST") == 0 ||
+	/* the length announced is the length sent (x->body_len: 0 without a body) */
+	size_t blen = req->body ? req->body_len : 0;
+	int with_body = blen > 0 || strcmp(req->method, "POST") == 0 ||
 	                strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0;
 	if (with_body) {
-		int n = snprintf(num, sizeof(num), "Content-Length: %zu\r\n", req->body_len);
+		int n = snprintf(num, sizeof(num), "Content-Length: %zu\r\n", blen);
 		if (head_put(x, num, (size_t)n) < 0)
 			return -1;
 	}
@@ -1575,7 +1580,7 @@ struct upstream_transfer *h1client_submit(struct h1client *c, const struct upstr
 	if (build_head(x, req, path) < 0) {
 		snprintf(err, errlen,
 		         "cannot build the request to %.*s (bad target or header, or "
-		         "over 256 KiB)",
+		         "over 1088 KiB)",
 		         (int)alen, auth);
 		goto fail;
 	}

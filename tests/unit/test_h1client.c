@@ -727,6 +727,77 @@ static void test_request_bytes(void **state)
 	assert_int_equal(h1client_serves(fx->c, &r), 1);
 }
 
+/*
+ * A request head as big as limits.max_header allows (1 MiB) plus our own
+ * forwarding headers is sent whole; past the engine's cap it is refused at
+ * submit. A body pointer of NULL announces Content-Length 0, whatever
+ * body_len says (the length announced is the length sent).
+ */
+static void test_big_head_and_null_body(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	char ep[64], err[256];
+	snprintf(ep, sizeof(ep), "http://127.0.0.1:%d", fx->srv.port);
+	size_t big = 1000 * 1024; /* between the old 256 KiB cap and 1 MiB */
+	char *block = malloc(big + 1);
+	assert_non_null(block);
+	memcpy(block, "X-Big: ", 7);
+	memset(block + 7, 'a', big - 9);
+	memcpy(block + big - 2, "\r\n", 2);
+	block[big] = '\0';
+	struct upstream_request r = {.method = "GET",
+	                             .endpoint = ep,
+	                             .target = "/big",
+	                             .head_block = block,
+	                             .head_block_len = big,
+	                             .timeout_ms = 3000,
+	                             .max_response = 1024,
+	                             .cb = on_done,
+	                             .arg = &o};
+	memset(&o, 0, sizeof(o));
+	assert_non_null(h1client_submit(fx->c, &r, err, sizeof(err)));
+	run_until(fx, &o);
+	assert_int_equal(o.done, 1);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_int_equal(o.status, 200);
+	assert_int_equal(fx->srv.requests, 1);
+	assert_non_null(strstr(fx->srv.last_req, "GET /big HTTP/1.1\r\n"));
+	free(block);
+	/* over the cap (request line + 1 MiB + 64 KiB): refused, nothing sent */
+	big = 1024 * 1024 + 64 * 1024;
+	block = malloc(big);
+	assert_non_null(block);
+	memcpy(block, "X-Big: ", 7);
+	memset(block + 7, 'a', big - 9);
+	memcpy(block + big - 2, "\r\n", 2);
+	r.head_block = block;
+	r.head_block_len = big;
+	memset(&o, 0, sizeof(o));
+	assert_null(h1client_submit(fx->c, &r, err, sizeof(err)));
+	assert_non_null(strstr(err, "over"));
+	free(block);
+	/* POST with body NULL but a nonzero body_len: Content-Length: 0, answered */
+	static const char small[] = "X-From: test\r\n";
+	r = (struct upstream_request){.method = "POST",
+	                              .endpoint = ep,
+	                              .target = "/n",
+	                              .head_block = small,
+	                              .head_block_len = sizeof(small) - 1,
+	                              .body = NULL,
+	                              .body_len = 5,
+	                              .timeout_ms = 2000,
+	                              .max_response = 1024,
+	                              .cb = on_done,
+	                              .arg = &o};
+	memset(&o, 0, sizeof(o));
+	assert_non_null(h1client_submit(fx->c, &r, err, sizeof(err)));
+	run_until(fx, &o);
+	assert_int_equal(o.err, UPSTREAM_OK);
+	assert_int_equal(o.status, 200);
+	assert_non_null(strstr(fx->srv.last_req, "Content-Length: 0\r\n"));
+}
+
 /* ---- host names, through router/resolve.c and the system's getaddrinfo ---- */
 
 /*
@@ -1016,6 +1087,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_big_body_partial_writes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_request_bytes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_big_head_and_null_body, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_name_lookup_cached, setup_names, teardown_names),
 	    cmocka_unit_test_setup_teardown(test_name_refresh, setup_names, teardown_names),
 	    cmocka_unit_test_setup_teardown(test_name_queued_behind_first, setup_names,
