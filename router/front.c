@@ -40,8 +40,6 @@
 
 #include "chunked.h"
 #include "log.h"
-#include "stats.h"
-#include "tls.h"
 
 #define FRONT_SWEEP_MS   250u
 #define FRONT_BUF_MIN    (16u * 1024u) /* a connection's buffer, at least max_header + 1 KiB */
@@ -162,8 +160,8 @@ static void set_deadline(struct front_conn *c, enum deadline_kind k)
 
 static void gauge(struct front *f)
 {
-	if (f->cfg.shard)
-		stats_gauge_set(f->cfg.shard, STATS_GAUGE_CONNS, f->n_conns);
+	if (f->cfg.on_conns)
+		f->cfg.on_conns(f->n_conns, f->cfg.arg);
 }
 
 /* ---- buffers and requests, recycled ---- */
@@ -1032,7 +1030,7 @@ static void conn_new(struct front *f, int fd, const struct sockaddr_storage *ss)
 	c->wev = event_new(f->base, fd, EV_WRITE | EV_PERSIST, on_write, c);
 	if (c->rev == NULL || c->wev == NULL)
 		goto fail;
-	if (f->cfg.use_tls && (c->ssl = tls_server_ssl_new(fd)) == NULL)
+	if (f->cfg.new_ssl && (c->ssl = f->cfg.new_ssl(fd)) == NULL)
 		goto fail;
 	if (event_add(c->rev, NULL) < 0)
 		goto fail;

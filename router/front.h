@@ -1,6 +1,7 @@
 /*
- * front.h - Turnout's own HTTP/1.1 server for the proxy listener (one per
- * worker, on the worker's event loop; plain TCP or TLS).
+ * front.h - Turnout's own HTTP/1.1 server, shared by the router's proxy
+ * listener and the predictor's data plane (one per worker thread, on its
+ * event loop; plain TCP or TLS).
  *
  * Per connection one persistent read event stays armed; a request's head and
  * body are read into the connection's buffer and parsed in place by a strict
@@ -18,7 +19,7 @@
 
 struct event_base;
 struct evbuffer;
-struct stats_shard;
+struct ssl_st;
 struct front;
 struct front_req;
 
@@ -36,8 +37,8 @@ struct front_config {
 	size_t max_body;            /* decoded body bytes, limits.max_body */
 	uint32_t client_timeout_ms; /* whole request from its first byte; also idle keep-alive */
 	uint32_t max_conns;         /* past it a new connection gets 503 + close */
-	int use_tls;                /* 1: every connection is TLS (tls_server_init done) */
-	struct stats_shard *shard;  /* connection gauge (may be NULL) */
+	struct ssl_st *(*new_ssl)(int fd); /* TLS: a server SSL for fd (NULL: plain TCP) */
+	void (*on_conns)(size_t n, void *arg); /* open connections changed to n (may be NULL) */
 	front_request_cb on_request;
 	void (*on_flushed)(void *arg); /* an answer was written or dropped (draining) */
 	void *arg;

@@ -30,6 +30,7 @@
 #include "front.h"
 #include "shadow.h" /* shadow (engineer F): shadow_worker_free */
 #include "stats.h"  /* observability: connection gauge */
+#include "tls.h"
 #include "upstream.h"
 
 int worker_listen_socket(const char *host, int port, char *err, size_t errlen)
@@ -114,6 +115,14 @@ static void on_flushed(void *arg)
 	leave_if_idle(arg);
 }
 
+/* The front end's connection count, into this worker's stats shard. */
+static void on_conns(size_t n, void *arg)
+{
+	struct worker *w = arg;
+	if (w->shard)
+		stats_gauge_set(w->shard, STATS_GAUGE_CONNS, n);
+}
+
 static int setup_front(struct worker *w, int listen_fd, const struct config *cfg, size_t n_workers,
                        char *err, size_t errlen)
 {
@@ -124,8 +133,8 @@ static int setup_front(struct worker *w, int listen_fd, const struct config *cfg
 	    .max_body = cfg->limits.max_body,
 	    .client_timeout_ms = cfg->limits.client_timeout_ms,
 	    .max_conns = max_conns ? max_conns : 1,
-	    .use_tls = cfg->tls.cert != NULL,
-	    .shard = w->shard,
+	    .new_ssl = cfg->tls.cert ? tls_server_ssl_new : NULL,
+	    .on_conns = on_conns,
 	    .on_request = on_request,
 	    .on_flushed = on_flushed,
 	    .arg = w,
