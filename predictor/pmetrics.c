@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const int pm_codes[] = {200, 400, 404, 405, 413, 415, 500, 503};
+static const int pm_codes[] = {200, 400, 404, 405, 413, 415, 500, 501, 503};
 #define PM_N_CODES (sizeof(pm_codes) / sizeof(pm_codes[0]))
 
 static const double pm_dur_bounds[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,

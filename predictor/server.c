@@ -1,21 +1,20 @@
 /*
  * server.c - the predictor's HTTP server (see server.h).
  *
- * Routing is a short table of path shapes; every answer goes through
+ * Each worker thread runs Turnout's HTTP/1.1 front end (router/front.c, the
+ * same as the router's proxy listener) on its own loop and SO_REUSEPORT
+ * socket. Routing is a short table of path shapes; every answer goes through
  * reply(), which also counts it in the worker's metrics shard. Bodies are
- * rendered straight into the request's own output evbuffer, so a response is
- * never copied between buffers before it reaches the socket. A guard on each
- * connection's input answers a Content-Length over --max-body with a JSON 413
- * before evhttp sees that head (see "the body-size guard").
+ * rendered into the worker's output evbuffer and moved (not copied) to the
+ * connection. The front end itself answers malformed requests, connections
+ * over --max-connections (503) and bodies over --max-body in either framing
+ * (413) with JSON errors, before a route is looked at.
  */
 #include "server.h"
 
 #include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -28,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "front.h"
 #include "log.h"
 #include "pmetrics.h"
 #include "v2.h"
@@ -36,24 +36,16 @@
 #define SERVER_MAX_PATH    1024
 #define SERVER_MAX_SEGS    8
 #define SERVER_BACKLOG     1024
-#define SERVER_DRAIN_MS    300  /* on stop: time for replies in flight to be written */
-#define GUARD_LINGER_MS    2000 /* after a guard's 413: how long to wait for the client's EOF */
-#define GUARD_SWEEP_MS     1000 /* how often guards of freed connections are let go */
-
-struct guard;
+#define SERVER_DRAIN_MS    300 /* on stop: time for replies in flight to be written */
 
 struct worker {
 	struct server *srv;
 	size_t index;
 	struct event_base *base;
-	struct evhttp *http;
-	int fd;                            /* owned until evhttp accepts it */
-	struct evhttp_bound_socket *bound; /* evhttp's listener on fd */
-	struct tensor **outs;              /* scratch, n_outputs, empty between requests */
-	struct evhttp_connection **conns;  /* set of admitted connections, conn_cap slots */
-	size_t conn_cap, n_conns, max_conns;
-	struct guard *guards; /* every guarded connection */
-	struct event *sweep;  /* lets go of guards whose connection evhttp freed */
+	struct front *front;  /* the HTTP/1.1 server on this worker's loop */
+	int fd;               /* owned until the front end takes it */
+	struct evbuffer *out; /* the answer being rendered; empty between requests */
+	struct tensor **outs; /* scratch, n_outputs, empty between requests */
 	pthread_t tid;
 	int started;
 	time_t date_sec; /* second the Date header below is for */
@@ -84,31 +76,10 @@ static void do_evthread_init(void)
 
 /* ---- replies ------------------------------------------------------------ */
 
-static const char *reason_of(int code)
-{
-	switch (code) {
-	case 200:
-		return "OK";
-	case 400:
-		return "Bad Request";
-	case 404:
-		return "Not Found";
-	case 405:
-		return "Method Not Allowed";
-	case 413:
-		return "Payload Too Large";
-	case 503:
-		return "Service Unavailable";
-	case 500:
-		return "Internal Server Error";
-	}
-	return "Error";
-}
-
 /*
  * The Date header, from the loop's cached clock, formatted once a second (as
- * evhttp would format it on every reply: RFC 1123, English names). NULL if
- * the clock cannot be read: evhttp then adds its own.
+ * HTTP wants it: RFC 1123, English names). NULL if
+ * the clock cannot be read: the answer then has none.
  */
 static const char *worker_date(struct worker *w)
 {
@@ -133,49 +104,58 @@ static const char *worker_date(struct worker *w)
 }
 
 /*
- * Send what is in the request's output buffer; count it. libevent 2.1 would
- * send the body of a HEAD reply too: keep its length, drop the bytes.
+ * Answer r with the worker's output buffer as the body (moved out); count it.
+ * extra: more header lines ("Name: value\r\n" each) or NULL. The front end
+ * adds the status line, Content-Length and Connection, and sends no body
+ * bytes for HEAD.
  */
-static void reply(struct worker *w, struct evhttp_request *req, int code, const char *ctype)
+static void reply_extra(struct worker *w, struct front_req *r, int code, const char *ctype,
+                        const char *extra, int close)
 {
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	evhttp_add_header(h, "Content-Type", ctype);
+	char head[320], len[48] = "";
 	const char *date = worker_date(w);
-	if (date)
-		evhttp_add_header(h, "Date", date);
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-		struct evbuffer *out = evhttp_request_get_output_buffer(req);
-		char len[24];
-		snprintf(len, sizeof(len), "%zu", evbuffer_get_length(out));
-		evhttp_add_header(h, "Content-Length", len);
-		evbuffer_drain(out, evbuffer_get_length(out));
-	}
-	evhttp_send_reply(req, code, reason_of(code), NULL);
+	int is_head = front_req_is_head(r);
+	if (is_head) /* the length GET would have, which the front end leaves to us */
+		snprintf(len, sizeof(len), "Content-Length: %zu\r\n", evbuffer_get_length(w->out));
+	int n = snprintf(head, sizeof(head), "Content-Type: %s\r\n%s%s%s%s%s", ctype,
+	                 date ? "Date: " : "", date ? date : "", date ? "\r\n" : "", len,
+	                 extra ? extra : "");
+	if (n < 0 || (size_t)n >= sizeof(head))
+		n = (int)strlen(head);
+	front_reply(r, code, head, (size_t)n, is_head, w->out, NULL, 0, close);
+	evbuffer_drain(w->out, evbuffer_get_length(w->out));
 	pmetrics_request(w->srv->metrics, w->index, code);
 }
 
-static void reply_error(struct worker *w, struct evhttp_request *req, int code, const char *fmt,
-                        ...) __attribute__((format(printf, 4, 5)));
+static void reply(struct worker *w, struct front_req *r, int code, const char *ctype)
+{
+	reply_extra(w, r, code, ctype, NULL, 0);
+}
 
-static void reply_error(struct worker *w, struct evhttp_request *req, int code, const char *fmt,
-                        ...)
+static void reply_error_extra(struct worker *w, struct front_req *r, int code, const char *extra,
+                              int close, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+static void reply_error_extra(struct worker *w, struct front_req *r, int code, const char *extra,
+                              int close, const char *fmt, ...)
 {
 	char msg[V2_ERR_MAX + 64];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
-	evbuffer_drain(out, evbuffer_get_length(out));
-	v2_error_render(out, msg);
-	log_debug("%d %s: %s", code, evhttp_request_get_uri(req), msg);
-	reply(w, req, code, "application/json");
+	evbuffer_drain(w->out, evbuffer_get_length(w->out));
+	v2_error_render(w->out, msg);
+	log_debug("%d %s: %s", code, front_req_target(r), msg);
+	reply_extra(w, r, code, "application/json", extra, close);
 }
 
-static void reply_json(struct worker *w, struct evhttp_request *req, const char *json)
+#define reply_error(w, r, code, ...) reply_error_extra(w, r, code, NULL, 0, __VA_ARGS__)
+
+static void reply_json(struct worker *w, struct front_req *r, const char *json)
 {
-	evbuffer_add(evhttp_request_get_output_buffer(req), json, strlen(json));
-	reply(w, req, 200, "application/json");
+	evbuffer_add(w->out, json, strlen(json));
+	reply(w, r, 200, "application/json");
 }
 
 /* ---- infer -------------------------------------------------------------- */
@@ -236,22 +216,13 @@ static void free_outs(struct worker *w)
 	}
 }
 
-static void do_infer(struct worker *w, struct evhttp_request *req)
+static void do_infer(struct worker *w, struct front_req *req)
 {
 	struct server *s = w->srv;
-	struct evbuffer *in = evhttp_request_get_input_buffer(req);
-	size_t len = evbuffer_get_length(in);
-	if (len > s->cfg.max_body) {
-		reply_error(w, req, 413,
-		            "request body: %zu bytes is over the limit of %zu (--max-body)", len,
-		            s->cfg.max_body);
-		return;
-	}
-	const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
-	if (!body) {
-		reply_error(w, req, 500, "out of memory reading the request body");
-		return;
-	}
+	size_t len = 0;
+	const char *body = front_req_body(req, &len); /* the front end enforced --max-body */
+	if (!body)
+		body = "";
 	char err[V2_ERR_MAX];
 	struct v2_request *vr = v2_request_parse(&s->sig, body, len, err, sizeof(err));
 	if (!vr) {
@@ -271,7 +242,7 @@ static void do_infer(struct worker *w, struct evhttp_request *req)
 	pmetrics_inference(s->metrics, w->index, dt, vr->batch);
 	count_inputs(w, vr);
 	count_outputs(w, w->outs);
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	struct evbuffer *out = w->out;
 	if (v2_response_render(&s->sig, vr, w->outs, out) < 0)
 		reply_error(w, req, 500, "out of memory rendering the response");
 	else
@@ -315,7 +286,7 @@ static int split_path(char *path, char **segs)
 }
 
 /* /v2/models/NAME[/versions/V][/ready|/infer]; 404 replies are sent here. */
-static enum route_kind route_model(struct worker *w, struct evhttp_request *req, char **segs, int n)
+static enum route_kind route_model(struct worker *w, struct front_req *req, char **segs, int n)
 {
 	const struct server_config *c = &w->srv->cfg;
 	int k = 3;
@@ -347,7 +318,7 @@ static enum route_kind route_model(struct worker *w, struct evhttp_request *req,
 }
 
 /* Which endpoint a path names; returns R_REPLIED when a reply was already sent. */
-static enum route_kind route(struct worker *w, struct evhttp_request *req, const char *path)
+static enum route_kind route(struct worker *w, struct front_req *req, const char *path)
 {
 	char buf[SERVER_MAX_PATH];
 	char *segs[SERVER_MAX_SEGS];
@@ -370,21 +341,9 @@ static enum route_kind route(struct worker *w, struct evhttp_request *req, const
 	return R_NONE;
 }
 
-/* libevent 2.1 executes a request smuggled behind a second Content-Length. */
-static int framing_ok(struct evhttp_request *req)
+static void do_metrics(struct worker *w, struct front_req *req)
 {
-	int cl = 0, te = 0;
-	struct evkeyvalq *h = evhttp_request_get_input_headers(req);
-	for (struct evkeyval *kv = h->tqh_first; kv; kv = kv->next.tqe_next) {
-		cl += strcasecmp(kv->key, "Content-Length") == 0;
-		te += strcasecmp(kv->key, "Transfer-Encoding") == 0;
-	}
-	return cl <= 1 && te <= 1 && !(cl && te);
-}
-
-static void do_metrics(struct worker *w, struct evhttp_request *req)
-{
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	struct evbuffer *out = w->out;
 	if (pmetrics_render(w->srv->metrics, out) < 0) {
 		reply_error(w, req, 500, "out of memory rendering metrics");
 		return;
@@ -392,49 +351,56 @@ static void do_metrics(struct worker *w, struct evhttp_request *req)
 	reply(w, req, 200, "text/plain; version=0.0.4; charset=utf-8");
 }
 
-static void do_model_ready(struct worker *w, struct evhttp_request *req)
+static void do_model_ready(struct worker *w, struct front_req *req)
 {
-	struct evbuffer *out = evhttp_request_get_output_buffer(req);
+	struct evbuffer *out = w->out;
 	evbuffer_add_printf(out, "{\"name\":");
 	v2_json_string(out, w->srv->cfg.model_name);
 	evbuffer_add_printf(out, ",\"ready\":true}");
 	reply(w, req, 200, "application/json");
 }
 
-static void do_server_meta(struct worker *w, struct evhttp_request *req)
+static void do_server_meta(struct worker *w, struct front_req *req)
 {
 	reply_json(w, req,
 	           "{\"name\":\"turnout-predictor\",\"version\":\"" TURNOUT_VERSION
 	           "\",\"extensions\":[]}");
 }
 
-static void do_model_meta(struct worker *w, struct evhttp_request *req)
+static void do_model_meta(struct worker *w, struct front_req *req)
 {
-	if (v2_model_metadata_render(&w->srv->sig, evhttp_request_get_output_buffer(req)) < 0) {
+	if (v2_model_metadata_render(&w->srv->sig, w->out) < 0) {
 		reply_error(w, req, 500, "out of memory rendering metadata");
 		return;
 	}
 	reply(w, req, 200, "application/json");
 }
 
-/* The request's path, never NULL ("/" when evhttp has none). */
-static const char *req_path(struct evhttp_request *req)
+/*
+ * The path of the request target (up to '?' or '#') into buf; "/" when it
+ * is empty or does not fit (no endpoint has a path that long).
+ */
+static const char *req_path(struct front_req *req, char *buf, size_t cap)
 {
-	const struct evhttp_uri *u = evhttp_request_get_evhttp_uri(req);
-	const char *path = u ? evhttp_uri_get_path(u) : NULL;
-	return path && *path ? path : "/";
+	const char *t = front_req_target(req);
+	size_t n = strcspn(t, "?#");
+	if (n == 0 || n >= cap)
+		n = 0;
+	memcpy(buf, n ? t : "/", n ? n : 1);
+	buf[n ? n : 1] = '\0';
+	return buf;
 }
 
-static void dispatch(struct worker *w, struct evhttp_request *req, enum route_kind kind)
+static void dispatch(struct worker *w, struct front_req *req, const char *path,
+                     enum route_kind kind)
 {
-	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	const char *m = front_req_method(req);
 	int is_post = kind == R_INFER;
-	int ok = is_post ? cmd == EVHTTP_REQ_POST : cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+	int ok = is_post ? strcmp(m, "POST") == 0 : strcmp(m, "GET") == 0 || front_req_is_head(req);
 	if (!ok) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
-		                  is_post ? "POST" : "GET, HEAD");
-		reply_error(w, req, 405, "%s: method not allowed (use %s)", req_path(req),
-		            is_post ? "POST" : "GET");
+		reply_error_extra(w, req, 405, is_post ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n",
+		                  0, "%s: method not allowed (use %s)", path,
+		                  is_post ? "POST" : "GET");
 		return;
 	}
 	switch (kind) {
@@ -465,84 +431,22 @@ static void dispatch(struct worker *w, struct evhttp_request *req, enum route_ki
 	}
 }
 
-/* ---- connection cap ------------------------------------------------------
- *
- * evhttp (libevent 2.1) has no connection limit: each worker keeps the set of
- * connections it has answered (open addressing, at most half full, so a probe
- * always ends) and refuses the first request of one more with 503 and close.
- * A connection leaves the set in its close callback.
- */
-
-static size_t conn_home(const struct worker *w, const struct evhttp_connection *c)
-{
-	uint64_t h = (uint64_t)(uintptr_t)c;
-	h = (h ^ (h >> 29)) * 0x9E3779B97F4A7C15u;
-	return (size_t)(h >> 32) & (w->conn_cap - 1);
-}
-
-/* The slot holding c, or the empty slot where it would go. */
-static size_t conn_find(const struct worker *w, const struct evhttp_connection *c)
-{
-	size_t i = conn_home(w, c);
-	while (w->conns[i] && w->conns[i] != c)
-		i = (i + 1) & (w->conn_cap - 1);
-	return i;
-}
-
-static void on_conn_close(struct evhttp_connection *c, void *arg)
+/* The front end answered a request itself (400, 413, 501, 503, ...): count it. */
+static void on_refused(int status, void *arg)
 {
 	struct worker *w = arg;
-	size_t mask = w->conn_cap - 1, i = conn_find(w, c);
-	if (!w->conns[i])
-		return;
-	w->conns[i] = NULL;
-	w->n_conns--;
-	/* Backward shift: an entry may fill the hole unless its home lies in (hole, j]. */
-	for (size_t j = (i + 1) & mask; w->conns[j]; j = (j + 1) & mask) {
-		if (((j - conn_home(w, w->conns[j])) & mask) >= ((j - i) & mask)) {
-			w->conns[i] = w->conns[j];
-			w->conns[j] = NULL;
-			i = j;
-		}
-	}
+	pmetrics_request(w->srv->metrics, w->index, status);
 }
 
-/* Admit the request's connection (once per connection); -1 when refused (reply sent). */
-static int conn_admit(struct worker *w, struct evhttp_request *req)
-{
-	struct evhttp_connection *c = evhttp_request_get_connection(req);
-	if (!c)
-		return 0;
-	size_t i = conn_find(w, c);
-	if (w->conns[i])
-		return 0;
-	if (w->n_conns >= w->max_conns) {
-		struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-		evhttp_add_header(h, "Connection", "close");
-		evhttp_add_header(h, "Retry-After", "1");
-		reply_error(w, req, 503, "too many connections (at most %zu per thread)",
-		            w->max_conns);
-		return -1;
-	}
-	w->conns[i] = c;
-	w->n_conns++;
-	evhttp_connection_set_closecb(c, on_conn_close, w);
-	return 0;
-}
-
-static void on_request(struct evhttp_request *req, void *arg)
+static void on_request(struct front_req *req, void *arg)
 {
 	struct worker *w = arg;
-	if (conn_admit(w, req) < 0)
-		return;
-	if (!framing_ok(req)) {
-		evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
-		reply_error(w, req, 400,
-		            "request framing: duplicate Content-Length or "
-		            "Transfer-Encoding header");
+	char buf[SERVER_MAX_PATH];
+	const char *path = req_path(req, buf, sizeof(buf));
+	if (strcspn(front_req_target(req), "?#") >= sizeof(buf)) {
+		reply_error(w, req, 404, "no such endpoint: %.200s", front_req_target(req));
 		return;
 	}
-	const char *path = req_path(req);
 	enum route_kind kind = route(w, req, path);
 	if (kind == R_REPLIED)
 		return;
@@ -550,308 +454,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 		reply_error(w, req, 404, "no such endpoint: %.200s", path);
 		return;
 	}
-	dispatch(w, req, kind);
-}
-
-/* ---- the body-size guard -------------------------------------------------
- *
- * libevent 2.1 answers a Content-Length over evhttp's limit itself, with an
- * HTML page. Each connection's input buffer is watched instead: the guard
- * reads every request head as it arrives (and only counts body bytes), and
- * when a head ends with a Content-Length over --max-body, it takes the
- * connection away from evhttp before evhttp sees that head end: it drops the
- * input, writes a JSON 413 with Connection: close, shuts down its writing
- * side once that is flushed and keeps dropping input until the client's EOF
- * (or GUARD_LINGER_MS), so no RST destroys the answer. Then evhttp's own
- * callbacks are put back and told of the EOF, and evhttp frees the
- * connection. The guard keeps a reference on the bufferevent; a sweep lets
- * go of guards whose connection evhttp freed (its callbacks are cleared).
- *
- * The guard steps aside (evhttp's own behaviour stays) for a chunked body,
- * a head it cannot read (duplicate or unparsable Content-Length), and an
- * oversized head pipelined behind a request evhttp has not finished.
- */
-
-enum guard_state {
-	G_HEAD,   /* reading a request head */
-	G_BODY,   /* counting body bytes */
-	G_OFF,    /* stepped aside for good */
-	G_REJECT, /* took the connection over to answer 413 */
-};
-
-struct guard {
-	struct bufferevent *bev; /* our reference */
-	struct worker *w;
-	enum guard_state state;
-	uint64_t added, deleted; /* input bytes ever added, drained */
-	uint64_t head_pos;       /* stream offset where the current head starts */
-	uint64_t clen;           /* its Content-Length */
-	uint64_t body_left;
-	int n_clen, chunked, bad, seen_line;
-	size_t line_len;
-	char line[48]; /* the first bytes of the current head line, lowercased */
-	/* evhttp's callbacks, while the guard holds the connection */
-	bufferevent_data_cb ev_read, ev_write;
-	bufferevent_event_cb ev_event;
-	void *ev_arg;
-	int eof, flushed;
-	struct guard *prev, *next;
-};
-
-static void guard_head_reset(struct guard *g, uint64_t pos)
-{
-	g->state = G_HEAD;
-	g->head_pos = pos;
-	g->clen = g->body_left = 0;
-	g->n_clen = g->chunked = g->bad = g->seen_line = 0;
-	g->line_len = 0;
-}
-
-/* One header line ended: note Content-Length and Transfer-Encoding. */
-static void guard_line(struct guard *g)
-{
-	if (!g->seen_line) {
-		g->seen_line = 1; /* the request line */
-		return;
-	}
-	size_t n = g->line_len < sizeof(g->line) ? g->line_len : sizeof(g->line);
-	if (n >= 18 && memcmp(g->line, "transfer-encoding:", 18) == 0) {
-		g->chunked = 1;
-		return;
-	}
-	if (n < 15 || memcmp(g->line, "content-length:", 15) != 0)
-		return;
-	g->n_clen++;
-	size_t i = 15, digits = 0;
-	uint64_t v = 0;
-	while (i < n && (g->line[i] == ' ' || g->line[i] == '\t'))
-		i++;
-	for (; i < n && g->line[i] >= '0' && g->line[i] <= '9'; i++, digits++)
-		v = v * 10 + (uint64_t)(g->line[i] - '0');
-	while (i < n && (g->line[i] == ' ' || g->line[i] == '\t'))
-		i++;
-	if (digits == 0 || digits > 18 || i != n || g->line_len > sizeof(g->line))
-		g->bad = 1;
-	g->clen = v;
-}
-
-static void guard_read(struct bufferevent *bev, void *arg);
-static void guard_write(struct bufferevent *bev, void *arg);
-static void guard_event(struct bufferevent *bev, short what, void *arg);
-
-/* Answer 413 in evhttp's place; the caller checked that evhttp is between requests. */
-static void guard_reject(struct guard *g)
-{
-	struct server *s = g->w->srv;
-	char msg[160];
-	snprintf(msg, sizeof(msg), "request body: %llu bytes is over the limit of %zu (--max-body)",
-	         (unsigned long long)g->clen, s->cfg.max_body);
-	struct evbuffer *body = evbuffer_new();
-	struct evbuffer *out = bufferevent_get_output(g->bev);
-	if (!body || v2_error_render(body, msg) < 0 ||
-	    evbuffer_add_printf(out,
-	                        "HTTP/1.1 413 Payload Too Large\r\n"
-	                        "Content-Type: application/json\r\n"
-	                        "Content-Length: %zu\r\n"
-	                        "Connection: close\r\n\r\n",
-	                        evbuffer_get_length(body)) < 0 ||
-	    evbuffer_add_buffer(out, body) < 0) {
-		evbuffer_drain(out, evbuffer_get_length(out));
-		g->state = G_OFF; /* out of memory: evhttp answers */
-		if (body)
-			evbuffer_free(body);
-		return;
-	}
-	evbuffer_free(body);
-	bufferevent_getcb(g->bev, &g->ev_read, &g->ev_write, &g->ev_event, &g->ev_arg);
-	bufferevent_setcb(g->bev, guard_read, guard_write, guard_event, g);
-	bufferevent_enable(g->bev, EV_READ | EV_WRITE);
-	g->state = G_REJECT;
-	pmetrics_request(s->metrics, g->w->index, 413);
-	log_debug("413: %s", msg);
-}
-
-/* A head ended at stream offset pos: follow its body, or answer 413. */
-static void guard_head_end(struct guard *g, uint64_t pos)
-{
-	if (g->chunked || g->bad || g->n_clen > 1) {
-		g->state = G_OFF; /* evhttp and framing_ok judge these */
-		return;
-	}
-	if (g->clen > g->w->srv->cfg.max_body) {
-		bufferevent_data_cb r = NULL, wr = NULL;
-		bufferevent_event_cb e = NULL;
-		void *arg = NULL;
-		bufferevent_getcb(g->bev, &r, &wr, &e, &arg);
-		/* Only when evhttp is reading this very head, nothing of its own pending. */
-		if (g->deleted < g->head_pos || !r || !e ||
-		    evbuffer_get_length(bufferevent_get_output(g->bev)) > 0)
-			g->state = G_OFF;
-		else
-			guard_reject(g);
-		return;
-	}
-	uint64_t clen = g->clen; /* the reset clears it */
-	guard_head_reset(g, pos);
-	if (clen > 0) {
-		g->body_left = clen;
-		g->state = G_BODY;
-	}
-}
-
-/* Follow n new input bytes starting at stream offset pos. */
-static void guard_scan(struct guard *g, const unsigned char *p, size_t n, uint64_t pos)
-{
-	size_t i = 0;
-	while (i < n && g->state < G_OFF) {
-		if (g->state == G_BODY) {
-			uint64_t k = n - i < g->body_left ? n - i : g->body_left;
-			i += (size_t)k;
-			g->body_left -= k;
-			if (g->body_left == 0)
-				guard_head_reset(g, pos + i);
-			continue;
-		}
-		unsigned char b = p[i++];
-		if (b == '\n') {
-			if (g->line_len > 0)
-				guard_line(g);
-			else if (g->seen_line)
-				guard_head_end(g, pos + i);
-			else
-				g->head_pos = pos + i; /* an empty line before the request */
-			g->line_len = 0;
-		} else if (b != '\r') {
-			if (g->line_len < sizeof(g->line))
-				g->line[g->line_len] = (char)(b >= 'A' && b <= 'Z' ? b + 32 : b);
-			g->line_len++;
-		}
-	}
-}
-
-static void guard_on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
-{
-	struct guard *g = arg;
-	uint64_t pos = g->added;
-	g->added += info->n_added;
-	g->deleted += info->n_deleted;
-	if (info->n_added == 0 || g->state >= G_OFF)
-		return;
-	if (g->state == G_BODY && g->body_left > info->n_added) {
-		g->body_left -= info->n_added; /* the hot path: body bytes are only counted */
-		return;
-	}
-	size_t len = evbuffer_get_length(buf);
-	struct evbuffer_ptr at;
-	if (info->n_added > len ||
-	    evbuffer_ptr_set(buf, &at, len - info->n_added, EVBUFFER_PTR_SET) < 0) {
-		g->state = G_OFF;
-		return;
-	}
-	struct evbuffer_iovec vec[8];
-	int nv = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &at, vec, 8);
-	if (nv > 8) { /* too scattered to follow cheaply: step aside */
-		g->state = G_OFF;
-		return;
-	}
-	for (int i = 0; i < nv; i++) {
-		guard_scan(g, vec[i].iov_base, vec[i].iov_len, pos);
-		pos += vec[i].iov_len;
-	}
-}
-
-/* Give the connection back to evhttp with the event that ends it; evhttp frees it. */
-static void guard_hand_back(struct guard *g, short what)
-{
-	g->state = G_OFF;
-	bufferevent_setcb(g->bev, g->ev_read, g->ev_write, g->ev_event, g->ev_arg);
-	g->ev_event(g->bev, what, g->ev_arg);
-}
-
-static void guard_read(struct bufferevent *bev, void *arg)
-{
-	struct evbuffer *in = bufferevent_get_input(bev);
-	evbuffer_drain(in, evbuffer_get_length(in));
-}
-
-static void guard_write(struct bufferevent *bev, void *arg)
-{
-	struct guard *g = arg;
-	if (g->flushed || evbuffer_get_length(bufferevent_get_output(bev)) > 0)
-		return;
-	g->flushed = 1;
-	evutil_socket_t fd = bufferevent_getfd(bev);
-	if (fd >= 0)
-		shutdown(fd, SHUT_WR);
-	bufferevent_disable(bev, EV_WRITE);
-	if (g->eof) {
-		guard_hand_back(g, BEV_EVENT_READING | BEV_EVENT_EOF);
-		return;
-	}
-	struct timeval linger = {GUARD_LINGER_MS / 1000, (GUARD_LINGER_MS % 1000) * 1000};
-	bufferevent_set_timeouts(bev, &linger, NULL);
-	bufferevent_enable(bev, EV_READ);
-}
-
-static void guard_event(struct bufferevent *bev, short what, void *arg)
-{
-	struct guard *g = arg;
-	/* The client finished sending before the answer was written: write it first. */
-	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !g->flushed) {
-		g->eof = 1;
-		return;
-	}
-	guard_hand_back(g, what);
-}
-
-static void guard_release(struct worker *w, struct guard *g)
-{
-	if (g->prev)
-		g->prev->next = g->next;
-	else
-		w->guards = g->next;
-	if (g->next)
-		g->next->prev = g->prev;
-	evbuffer_remove_cb(bufferevent_get_input(g->bev), guard_on_input, g);
-	bufferevent_decref(g->bev); /* evhttp's free already ran: this finalizes it */
-	free(g);
-}
-
-static void guard_sweep(evutil_socket_t fd, short what, void *arg)
-{
-	struct worker *w = arg;
-	for (struct guard *g = w->guards, *next; g; g = next) {
-		next = g->next;
-		bufferevent_data_cb r = NULL, wr = NULL;
-		bufferevent_event_cb e = NULL;
-		void *cbarg = NULL;
-		bufferevent_getcb(g->bev, &r, &wr, &e, &cbarg);
-		if (!r && !wr && !e) /* evhttp frees a connection with its callbacks cleared */
-			guard_release(w, g);
-	}
-}
-
-/* evhttp's bufferevent factory: every connection gets a guard. */
-static struct bufferevent *guard_bevcb(struct event_base *base, void *arg)
-{
-	struct worker *w = arg;
-	/* Without BEV_OPT_CLOSE_ON_FREE, as evhttp's own: evhttp closes the socket itself. */
-	struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
-	if (!bev)
-		return NULL;
-	struct guard *g = calloc(1, sizeof(*g));
-	if (!g || !evbuffer_add_cb(bufferevent_get_input(bev), guard_on_input, g)) {
-		free(g);
-		return bev; /* unguarded, but served */
-	}
-	g->bev = bev;
-	g->w = w;
-	bufferevent_incref(bev);
-	g->next = w->guards;
-	if (w->guards)
-		w->guards->prev = g;
-	w->guards = g;
-	return bev;
+	dispatch(w, req, path, kind);
 }
 
 /* ---- sockets, threads, lifecycle ---------------------------------------- */
@@ -925,39 +528,30 @@ static int open_sockets(struct server *s, char *err, size_t errlen)
 
 static int worker_init(struct server *s, struct worker *w, char *err, size_t errlen)
 {
+	size_t max_conns = (s->cfg.max_conns + s->n_workers - 1) / s->n_workers;
+	struct front_config fc = {
+	    .max_header = SERVER_MAX_HEADERS,
+	    .max_body = s->cfg.max_body,
+	    .client_timeout_ms = (uint32_t)s->cfg.timeout_s * 1000u,
+	    .max_conns = (uint32_t)max_conns,
+	    .on_request = on_request,
+	    .on_refused = on_refused,
+	    .arg = w,
+	};
 	w->outs = calloc(s->sig.n_outputs ? s->sig.n_outputs : 1, sizeof(w->outs[0]));
-	w->max_conns = (s->cfg.max_conns + s->n_workers - 1) / s->n_workers;
-	for (w->conn_cap = 16; w->conn_cap < 2 * w->max_conns;)
-		w->conn_cap *= 2;
-	w->conns = calloc(w->conn_cap, sizeof(w->conns[0]));
+	w->out = evbuffer_new();
 	w->base = event_base_new();
-	w->http = w->base ? evhttp_new(w->base) : NULL;
-	if (!w->outs || !w->conns || !w->http) {
+	if (!w->outs || !w->out || !w->base) {
 		snprintf(err, errlen, "worker %zu: out of memory", w->index);
 		return -1;
 	}
-	evhttp_set_max_body_size(w->http, (ev_ssize_t)s->cfg.max_body);
-	evhttp_set_max_headers_size(w->http, SERVER_MAX_HEADERS);
-	evhttp_set_timeout(w->http, s->cfg.timeout_s);
-	/* Read (and drop) an oversized body before closing, so the client sees the 413. */
-	evhttp_set_flags(w->http, EVHTTP_SERVER_LINGERING_CLOSE);
-	evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-	                                        EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	                                        EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
-	                                        EVHTTP_REQ_TRACE);
-	evhttp_set_gencb(w->http, on_request, w);
-	evhttp_set_bevcb(w->http, guard_bevcb, w);
-	struct timeval sweep = {GUARD_SWEEP_MS / 1000, (GUARD_SWEEP_MS % 1000) * 1000};
-	if (!(w->sweep = event_new(w->base, -1, EV_PERSIST, guard_sweep, w)) ||
-	    event_add(w->sweep, &sweep) < 0) {
-		snprintf(err, errlen, "worker %zu: out of memory", w->index);
+	char why[256];
+	int fd = w->fd;
+	w->fd = -1; /* the front end owns it now, even on failure */
+	if (!(w->front = front_new(w->base, fd, &fc, why, sizeof(why)))) {
+		snprintf(err, errlen, "worker %zu: %s", w->index, why);
 		return -1;
 	}
-	if (!(w->bound = evhttp_accept_socket_with_handle(w->http, w->fd))) {
-		snprintf(err, errlen, "worker %zu: cannot accept on its socket", w->index);
-		return -1;
-	}
-	w->fd = -1; /* evhttp owns it now */
 	return 0;
 }
 
@@ -1083,7 +677,7 @@ int server_start(struct server *s, char *err, size_t errlen)
 }
 
 /*
- * Runs in the worker's own thread (evhttp is not thread-safe): stop
+ * Runs in the worker's own thread (the front end is not thread-safe): stop
  * accepting, then give replies still being written SERVER_DRAIN_MS to reach
  * their clients before the loop ends.
  */
@@ -1091,10 +685,9 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
 	struct timeval grace = {0, SERVER_DRAIN_MS * 1000};
-	if (w->bound) {
-		evhttp_del_accept_socket(w->http, w->bound);
-		w->bound = NULL;
-	}
+	(void)fd;
+	(void)what;
+	front_drain(w->front);
 	event_base_loopexit(w->base, &grace);
 }
 
@@ -1122,18 +715,14 @@ void server_free(struct server *s)
 	server_stop(s);
 	for (size_t i = 0; s->workers && i < s->n_workers; i++) {
 		struct worker *w = &s->workers[i];
-		if (w->http)
-			evhttp_free(w->http);
-		if (w->sweep)
-			event_free(w->sweep);
-		while (w->guards) /* evhttp_free freed every connection */
-			guard_release(w, w->guards);
+		front_free(w->front);
+		if (w->out)
+			evbuffer_free(w->out);
 		if (w->base)
 			event_base_free(w->base);
 		if (w->fd >= 0)
 			close(w->fd);
 		free(w->outs);
-		free(w->conns); /* after evhttp_free, whose close callbacks use it */
 	}
 	free(s->workers);
 	pmetrics_free(s->metrics);

@@ -675,6 +675,8 @@ static void refuse(struct front_conn *c, int status, const char *cause, const ch
 		conn_set_state(c, CONN_INFLIGHT);
 	else if (c->state == CONN_HEAD)
 		conn_set_state(c, CONN_INFLIGHT);
+	if (c->f->cfg.on_refused)
+		c->f->cfg.on_refused(status, c->f->cfg.arg);
 	error_conn(c, status, cause, message, NULL, 1);
 }
 
@@ -782,6 +784,8 @@ static void dispatch(struct front_conn *c)
 	conn_set_state(c, CONN_INFLIGHT);
 	set_deadline(c, DL_NONE);
 	if (c->over_limit) {
+		if (c->f->cfg.on_refused)
+			c->f->cfg.on_refused(503, c->f->cfg.arg);
 		error_conn(c, 503, "max_connections", "too many client connections", NULL, 1);
 		return;
 	}

@@ -37,10 +37,11 @@ struct front_config {
 	size_t max_body;            /* decoded body bytes, limits.max_body */
 	uint32_t client_timeout_ms; /* whole request from its first byte; also idle keep-alive */
 	uint32_t max_conns;         /* past it a new connection gets 503 + close */
-	struct ssl_st *(*new_ssl)(int fd); /* TLS: a server SSL for fd (NULL: plain TCP) */
+	struct ssl_st *(*new_ssl)(int fd);     /* TLS: a server SSL for fd (NULL: plain TCP) */
 	void (*on_conns)(size_t n, void *arg); /* open connections changed to n (may be NULL) */
 	front_request_cb on_request;
-	void (*on_flushed)(void *arg); /* an answer was written or dropped (draining) */
+	void (*on_flushed)(void *arg);             /* an answer was written or dropped (draining) */
+	void (*on_refused)(int status, void *arg); /* the front end answered an error itself */
 	void *arg;
 };
 
