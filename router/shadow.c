@@ -532,13 +532,7 @@ static void *shadow_main(void *arg)
 /* Set up and start sw's thread; 0, or -1 with a reason in err (sw->failed set). */
 static int thread_start(struct shadow_worker *sw, char *err, size_t errlen)
 {
-	struct event_config *ecfg = event_config_new();
-	if (ecfg) {
-		/* as the workers: batch epoll_ctl changes per loop turn (libcurl toggles often) */
-		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-		sw->base = event_base_new_with_config(ecfg);
-		event_config_free(ecfg);
-	}
+	sw->base = event_base_new(); /* no epoll changelist: see worker_new */
 	sw->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (!sw->base || sw->wake_fd < 0 ||
 	    !(sw->wake_ev = event_new(sw->base, sw->wake_fd, EV_READ | EV_PERSIST, on_wake, sw)) ||

@@ -152,13 +152,11 @@ struct worker *worker_new(size_t index, int listen_fd, const struct config *cfg,
 	w->index = index;
 	w->shard = shard;
 	w->drain_timeout_ms = cfg->limits.drain_timeout_ms;
-	struct event_config *ecfg = event_config_new();
-	if (ecfg != NULL) {
-		/* perf: batch epoll_ctl changes per loop turn (write enable/disable pairs). */
-		event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-		w->base = event_base_new_with_config(ecfg);
-		event_config_free(ecfg);
-	}
+	/* No epoll changelist: the front end and h1client keep their events armed
+	 * (no per-request epoll_ctl left to batch), and libevent documents the
+	 * changelist as unsafe with dup()ed descriptors; in the predictor a new
+	 * connection reusing a just-closed descriptor went unwatched with it. */
+	w->base = event_base_new();
 	if (w->base == NULL)
 		goto fail;
 	w->drain_ev = event_new(w->base, -1, 0, on_drain, w);
