@@ -77,9 +77,9 @@ static void do_evthread_init(void)
 /* ---- replies ------------------------------------------------------------ */
 
 /*
- * The Date header, from the loop's cached clock, formatted once a second (as
- * HTTP wants it: RFC 1123, English names). NULL if
- * the clock cannot be read: the answer then has none.
+ * The Date header, from the loop's cached clock, formatted once a second
+ * (RFC 1123, English names). NULL if the clock cannot be read: the answer
+ * then has none.
  */
 static const char *worker_date(struct worker *w)
 {
@@ -107,10 +107,10 @@ static const char *worker_date(struct worker *w)
  * Answer r with the worker's output buffer as the body (moved out); count it.
  * extra: more header lines ("Name: value\r\n" each) or NULL. The front end
  * adds the status line, Content-Length and Connection, and sends no body
- * bytes for HEAD.
+ * bytes for HEAD (whose Content-Length, the GET one, is added here).
  */
 static void reply_extra(struct worker *w, struct front_req *r, int code, const char *ctype,
-                        const char *extra, int close)
+                        const char *extra)
 {
 	char head[320], len[48] = "";
 	const char *date = worker_date(w);
@@ -122,22 +122,20 @@ static void reply_extra(struct worker *w, struct front_req *r, int code, const c
 	                 extra ? extra : "");
 	if (n < 0 || (size_t)n >= sizeof(head))
 		n = (int)strlen(head);
-	front_reply(r, code, head, (size_t)n, is_head, w->out, NULL, 0, close);
-	evbuffer_drain(w->out, evbuffer_get_length(w->out));
+	front_reply(r, code, head, (size_t)n, is_head, w->out, NULL, 0, 0);
 	pmetrics_request(w->srv->metrics, w->index, code);
 }
 
 static void reply(struct worker *w, struct front_req *r, int code, const char *ctype)
 {
-	reply_extra(w, r, code, ctype, NULL, 0);
+	reply_extra(w, r, code, ctype, NULL);
 }
 
 static void reply_error_extra(struct worker *w, struct front_req *r, int code, const char *extra,
-                              int close, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
+                              const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 static void reply_error_extra(struct worker *w, struct front_req *r, int code, const char *extra,
-                              int close, const char *fmt, ...)
+                              const char *fmt, ...)
 {
 	char msg[V2_ERR_MAX + 64];
 	va_list ap;
@@ -147,10 +145,10 @@ static void reply_error_extra(struct worker *w, struct front_req *r, int code, c
 	evbuffer_drain(w->out, evbuffer_get_length(w->out));
 	v2_error_render(w->out, msg);
 	log_debug("%d %s: %s", code, front_req_target(r), msg);
-	reply_extra(w, r, code, "application/json", extra, close);
+	reply_extra(w, r, code, "application/json", extra);
 }
 
-#define reply_error(w, r, code, ...) reply_error_extra(w, r, code, NULL, 0, __VA_ARGS__)
+#define reply_error(w, r, code, ...) reply_error_extra(w, r, code, NULL, __VA_ARGS__)
 
 static void reply_json(struct worker *w, struct front_req *r, const char *json)
 {
