@@ -397,7 +397,7 @@ static void dispatch(struct worker *w, struct front_req *req, const char *path,
 	int ok = is_post ? strcmp(m, "POST") == 0 : strcmp(m, "GET") == 0 || front_req_is_head(req);
 	if (!ok) {
 		reply_error_extra(w, req, 405, is_post ? "Allow: POST\r\n" : "Allow: GET, HEAD\r\n",
-		                  0, "%s: method not allowed (use %s)", path,
+		                  "%s: method not allowed (use %s)", path,
 		                  is_post ? "POST" : "GET");
 		return;
 	}
