@@ -141,30 +141,24 @@ int proxy_is_hop_by_hop(const char *name, const char *connection)
 	return connection != NULL && in_token_list(connection, name);
 }
 
-/* Appends to a bounded block; past cap only counts, so the caller learns the size it needs. */
-struct head_block {
-	char *p;
-	size_t len, cap;
-};
-
-static void put(struct head_block *b, const char *s, size_t n)
+void proxy_head_put(struct proxy_head_block *b, const char *s, size_t n)
 {
 	if (b->len + n <= b->cap)
 		memcpy(b->p + b->len, s, n);
 	b->len += n;
 }
 
-static void put_header(struct head_block *b, const char *k, const char *v1, const char *sep,
+void proxy_head_header(struct proxy_head_block *b, const char *k, const char *v1, const char *sep,
                        const char *v2)
 {
-	put(b, k, strlen(k));
-	put(b, ": ", 2);
-	put(b, v1, strlen(v1));
+	proxy_head_put(b, k, strlen(k));
+	proxy_head_put(b, ": ", 2);
+	proxy_head_put(b, v1, strlen(v1));
 	if (sep) {
-		put(b, sep, strlen(sep));
-		put(b, v2, strlen(v2));
+		proxy_head_put(b, sep, strlen(sep));
+		proxy_head_put(b, v2, strlen(v2));
 	}
-	put(b, "\r\n", 2);
+	proxy_head_put(b, "\r\n", 2);
 }
 
 /* A JSON error answer naming the cause (and the variant, when there is one). */
@@ -172,14 +166,14 @@ static void send_error(struct worker *w, struct front_req *req, int code, const 
                        const char *cause, const char *message, const char *request_id, int close)
 {
 	char extra[512];
-	struct head_block b = {.p = extra, .cap = sizeof(extra)};
-	put_header(&b, "Content-Type", "application/json", NULL, NULL);
+	struct proxy_head_block b = {.p = extra, .cap = sizeof(extra)};
+	proxy_head_header(&b, "Content-Type", "application/json", NULL, NULL);
 	if (request_id) /* checked: printable, at most PROXY_REQUEST_ID_MAX */
-		put_header(&b, "X-Request-Id", request_id, NULL, NULL);
+		proxy_head_header(&b, "X-Request-Id", request_id, NULL, NULL);
 	if (variant && b.len + strlen(variant) < 400) /* a config name: no CR/LF */
-		put_header(&b, "X-Turnout-Variant", variant, NULL, NULL);
+		proxy_head_header(&b, "X-Turnout-Variant", variant, NULL, NULL);
 	if (code == 503)
-		put_header(&b, "Retry-After", "1", NULL, NULL);
+		proxy_head_header(&b, "Retry-After", "1", NULL, NULL);
 	json_t *j = json_pack("{s:s, s:s}", "error", message, "cause", cause);
 	if (j && variant)
 		json_object_set_new(j, "variant", json_string(variant));
@@ -261,38 +255,46 @@ static uint32_t request_bucket(const struct route_snapshot *s, struct front_req 
 	return route_bucket(cfg->salt ? cfg->salt : "", key, len);
 }
 
-static int skip_request_header(const char *k, const char *conn)
+void proxy_forward_headers(const struct front_req *req, const char *ip, const char *request_id,
+                           int mirror, struct proxy_head_block *b)
 {
-	static const char *const own[] = {"Content-Length", "Host", "Expect", "X-Forwarded-For",
-	                                  "X-Request-Id"};
-	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-		if (strcasecmp(k, own[i]) == 0)
-			return 1;
-	return proxy_is_hop_by_hop(k, conn);
+	/* framing and the forwarding headers we write ourselves; indexes 1, 3, 5 are read */
+	static const char *const own[] = {"Content-Length",  "Host",         "Expect",
+	                                  "X-Forwarded-For", "X-Request-Id", "X-Forwarded-Host",
+	                                  "X-Turnout-Shadow"};
+	const char *conn = front_req_header(req, "Connection");
+	const char *xff = NULL, *host = NULL, *xfh = NULL, *k, *v;
+	for (size_t n = 0; front_req_field(req, n, &k, &v); n++) {
+		int skip = proxy_is_hop_by_hop(k, conn);
+		for (size_t i = 0; !skip && i < sizeof(own) / sizeof(own[0]); i++) {
+			if (strcasecmp(k, own[i]) != 0)
+				continue;
+			skip = 1;
+			if (i == 1 && !host)
+				host = v;
+			else if (i == 3 && !xff)
+				xff = v;
+			else if (i == 5 && !xfh)
+				xfh = v;
+		}
+		if (!skip)
+			proxy_head_header(b, k, v, NULL, NULL);
+	}
+	if (xff && *xff)
+		proxy_head_header(b, "X-Forwarded-For", xff, ", ", ip);
+	else
+		proxy_head_header(b, "X-Forwarded-For", ip, NULL, NULL);
+	/* an earlier proxy's X-Forwarded-Host names the original host: kept, else ours */
+	if ((xfh && *xfh) || (host && *host))
+		proxy_head_header(b, "X-Forwarded-Host", xfh && *xfh ? xfh : host, NULL, NULL);
+	proxy_head_header(b, "X-Request-Id", request_id, NULL, NULL);
+	if (mirror)
+		proxy_head_header(b, "X-Turnout-Shadow", "1", NULL, NULL);
 }
 
-/* The headers sent upstream: the client's minus hop-by-hop and framing, plus ours. */
-static void write_upstream_headers(struct proxy_req *pr, struct head_block *b)
+static void write_upstream_headers(struct proxy_req *pr, struct proxy_head_block *b)
 {
-	struct front_req *req = pr->req;
-	const char *conn = front_req_header(req, "Connection");
-	const char *xff = NULL, *host = NULL, *k, *v;
-	for (size_t i = 0; front_req_field(req, i, &k, &v); i++) {
-		if (xff == NULL && strcasecmp(k, "X-Forwarded-For") == 0)
-			xff = v;
-		else if (host == NULL && strcasecmp(k, "Host") == 0)
-			host = v;
-		if (!skip_request_header(k, conn))
-			put_header(b, k, v, NULL, NULL);
-	}
-	const char *ip = peer_ip(req);
-	if (xff && *xff)
-		put_header(b, "X-Forwarded-For", xff, ", ", ip);
-	else
-		put_header(b, "X-Forwarded-For", ip, NULL, NULL);
-	put_header(b, "X-Request-Id", pr->request_id, NULL, NULL);
-	if (host && *host)
-		put_header(b, "X-Forwarded-Host", host, NULL, NULL);
+	proxy_forward_headers(pr->req, peer_ip(pr->req), pr->request_id, 0, b);
 }
 
 /*
@@ -300,17 +302,17 @@ static void write_upstream_headers(struct proxy_req *pr, struct head_block *b)
  * the next call on the thread), or in *heap when it does not fit (the caller
  * frees *heap). NULL when out of memory.
  */
-static struct head_block upstream_headers(struct proxy_req *pr, char **heap)
+static struct proxy_head_block upstream_headers(struct proxy_req *pr, char **heap)
 {
 	static _Thread_local char scratch[PROXY_HEAD_SCRATCH];
-	struct head_block b = {.p = scratch, .cap = sizeof(scratch)};
+	struct proxy_head_block b = {.p = scratch, .cap = sizeof(scratch)};
 	*heap = NULL;
 	write_upstream_headers(pr, &b);
 	if (b.len <= b.cap)
 		return b;
 	size_t need = b.len;
 	*heap = malloc(need);
-	b = (struct head_block){.p = *heap, .cap = *heap ? need : 0};
+	b = (struct proxy_head_block){.p = *heap, .cap = *heap ? need : 0};
 	if (*heap)
 		write_upstream_headers(pr, &b);
 	return b;
@@ -364,7 +366,7 @@ static int length_is(const char *v, size_t len)
  * whether a length was kept.
  */
 static int response_headers(struct proxy_req *pr, const struct upstream_result *res,
-                            struct head_block *b)
+                            struct proxy_head_block *b)
 {
 	const struct evkeyvalq *from = res->headers;
 	/* 204 and 304 answers never carry a length to the client (RFC 9110 8.6) */
@@ -384,11 +386,11 @@ static int response_headers(struct proxy_req *pr, const struct upstream_result *
 			keep = !skip_response_header(h->key, conn);
 		if (keep) {
 			length_kept |= is_cl;
-			put_header(b, h->key, h->value, NULL, NULL);
+			proxy_head_header(b, h->key, h->value, NULL, NULL);
 		}
 	}
-	put_header(b, "X-Turnout-Variant", pr->snap->variants[pr->variant].name, NULL, NULL);
-	put_header(b, "X-Request-Id", pr->request_id, NULL, NULL);
+	proxy_head_header(b, "X-Turnout-Variant", pr->snap->variants[pr->variant].name, NULL, NULL);
+	proxy_head_header(b, "X-Request-Id", pr->request_id, NULL, NULL);
 	return length_kept;
 }
 
@@ -396,13 +398,13 @@ static int response_headers(struct proxy_req *pr, const struct upstream_result *
 static void send_response(struct proxy_req *pr, const struct upstream_result *res)
 {
 	static _Thread_local char scratch[PROXY_RESP_HEAD];
-	struct head_block b = {.p = scratch, .cap = sizeof(scratch)};
+	struct proxy_head_block b = {.p = scratch, .cap = sizeof(scratch)};
 	int kept = response_headers(pr, res, &b);
 	char *heap = NULL;
 	if (b.len > b.cap) {
 		size_t need = b.len;
 		heap = malloc(need);
-		b = (struct head_block){.p = heap, .cap = heap ? need : 0};
+		b = (struct proxy_head_block){.p = heap, .cap = heap ? need : 0};
 		if (heap)
 			kept = response_headers(pr, res, &b);
 	}
@@ -621,7 +623,7 @@ static int start_upstream(struct proxy_req *pr)
 	size_t len;
 	const void *body = front_req_body(pr->req, &len);
 	char *heap;
-	struct head_block hb = upstream_headers(pr, &heap);
+	struct proxy_head_block hb = upstream_headers(pr, &heap);
 	const struct config *cfg = pr->snap->cfg;
 	struct upstream_request ureq = {
 	    .method = front_req_method(pr->req),

@@ -45,6 +45,32 @@ void proxy_handle(struct front_req *req, void *arg);
  */
 void proxy_abort_all(struct worker *w);
 
+/*
+ * A header block being written ("Name: value\r\n" lines at p): past cap
+ * only len grows, so a first pass into a small buffer learns the size needed.
+ */
+struct proxy_head_block {
+	char *p;
+	size_t len, cap;
+};
+
+/* Append n bytes of s to b (counted only past its cap). */
+void proxy_head_put(struct proxy_head_block *b, const char *s, size_t n);
+
+/* Append the line "k: v1[sep v2]\r\n" to b (sep NULL: no v2). */
+void proxy_head_header(struct proxy_head_block *b, const char *k, const char *v1, const char *sep,
+                       const char *v2);
+
+/*
+ * The headers a request forwards to a backend, into b: the client's fields
+ * minus hop-by-hop, framing and the forwarding headers, then X-Forwarded-For
+ * (ip appended to the client's), X-Forwarded-Host (the client's, else its
+ * Host), X-Request-Id, and for a mirror X-Turnout-Shadow: 1. Live requests
+ * and their mirrors use this one function, so both carry the same headers.
+ */
+void proxy_forward_headers(const struct front_req *req, const char *ip, const char *request_id,
+                           int mirror, struct proxy_head_block *b);
+
 /* Whether name is a hop-by-hop header, given the message's Connection header (may be NULL). */
 int proxy_is_hop_by_hop(const char *name, const char *connection);
 

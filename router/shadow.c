@@ -612,72 +612,11 @@ static uint32_t shadow_bucket(const struct route_snapshot *s, const struct proxy
 	return route_bucket(salt, key, len);
 }
 
-/* Appends to a bounded block; past cap only counts, so a first pass learns the size. */
-struct head_block {
-	char *p;
-	size_t len, cap;
-};
-
-static void put(struct head_block *b, const char *s, size_t n)
+/* The mirror's headers: the live request's forwarding headers, marked as a mirror. */
+static void mirror_headers(const struct proxy_live *live, struct proxy_head_block *b)
 {
-	if (b->len + n <= b->cap)
-		memcpy(b->p + b->len, s, n);
-	b->len += n;
-}
-
-/*
- * One header line "k: a[sep b]\r\n". Every header is mirrored whole: the front
- * end's max_header already bounds its size.
- */
-static void put_header(struct head_block *b, const char *k, const char *a, const char *sep,
-                       const char *v2)
-{
-	put(b, k, strlen(k));
-	put(b, ": ", 2);
-	put(b, a, strlen(a));
-	if (sep) {
-		put(b, sep, strlen(sep));
-		put(b, v2, strlen(v2));
-	}
-	put(b, "\r\n", 2);
-}
-
-/*
- * The mirror's headers: the client's minus hop-by-hop and framing, plus ours
- * (the forwarding headers exactly as proxy.c sends them to the live variant),
- * as a head block at b (measured only, past its cap).
- */
-static void mirror_headers(const struct proxy_live *live, struct head_block *b)
-{
-	static const char *const own[] = {"Content-Length",  "Host",
-	                                  "Expect",          "X-Request-Id",
-	                                  "X-Forwarded-For", "X-Forwarded-Host",
-	                                  "X-Turnout-Shadow"};
-	const char *conn = front_req_header(live->req, "Connection");
-	const char *xff = NULL, *host = NULL, *k, *v;
-	for (size_t n = 0; front_req_field(live->req, n, &k, &v); n++) {
-		int skip = proxy_is_hop_by_hop(k, conn);
-		for (size_t i = 0; !skip && i < sizeof(own) / sizeof(own[0]); i++) {
-			if (strcasecmp(k, own[i]) != 0)
-				continue;
-			skip = 1;
-			if (i == 1 && !host)
-				host = v;
-			else if (i == 4 && !xff)
-				xff = v;
-		}
-		if (!skip)
-			put_header(b, k, v, NULL, NULL);
-	}
-	const char *ip = live->client_ip ? live->client_ip : "";
-	if (xff && *xff)
-		put_header(b, "X-Forwarded-For", xff, ", ", ip);
-	else
-		put_header(b, "X-Forwarded-For", ip, NULL, NULL);
-	if (host && *host)
-		put_header(b, "X-Forwarded-Host", host, NULL, NULL);
-	put_header(b, "X-Request-Id", live->request_id, NULL, NULL);
-	put_header(b, "X-Turnout-Shadow", "1", NULL, NULL);
+	proxy_forward_headers(live->req, live->client_ip ? live->client_ip : "", live->request_id,
+	                      1, b);
 }
 
 /*
@@ -703,7 +642,7 @@ static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_l
 {
 	const struct route_snapshot *s = live->snap;
 	const struct config_shadow *sc = &s->cfg->shadow;
-	struct head_block hb = {.p = sw->scratch, .cap = sw->scratch_cap};
+	struct proxy_head_block hb = {.p = sw->scratch, .cap = sw->scratch_cap};
 	mirror_headers(live, &hb);
 	if (hb.len > hb.cap) {
 		char *p = realloc(sw->scratch, hb.len);
@@ -711,7 +650,7 @@ static struct shadow_ctx *ctx_new(struct shadow_worker *sw, const struct proxy_l
 			return NULL;
 		sw->scratch = p;
 		sw->scratch_cap = hb.len;
-		hb = (struct head_block){.p = p, .cap = hb.len};
+		hb = (struct proxy_head_block){.p = p, .cap = hb.len};
 		mirror_headers(live, &hb);
 	}
 	size_t mlen = strlen(live->method) + 1, tlen = strlen(live->uri) + 1;
