@@ -92,7 +92,8 @@ def main():
 
     # The forwarding headers reach the shadow exactly as they reach live.
     for name, hdrs in (("X-Forwarded-For", {}), ("X-Forwarded-For", {"X-Forwarded-For": "10.9.8.7"}),
-                       ("X-Forwarded-Host", {})):
+                       ("X-Forwarded-Host", {}),
+                       ("X-Forwarded-Host", {"X-Forwarded-Host": "orig.example"})):
         before = shadow_stats(router.admin_port)
         s, h, b = harness.http_request(router.port, "GET", f"/header-len?name={name}",
                                        headers=hdrs)
