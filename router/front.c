@@ -103,7 +103,6 @@ struct front {
 	struct event *accept_ev, *sweep_ev, *reap_ev;
 	struct front_conn *conns, *dead;
 	size_t n_conns, unflushed, buf_cap;
-	unsigned long cut;
 	int draining;
 	char *free_bufs[FRONT_CACHE_MAX];
 	size_t n_free_bufs;
@@ -1094,7 +1093,6 @@ static void on_sweep(evutil_socket_t fd, short events, void *arg)
 		if (c->dl == DL_NONE || now < c->deadline_ms)
 			continue;
 		if (c->dl == DL_REQUEST) {
-			f->cut++;
 			log_info(
 			    "front: client connection cut off: %s sent no whole request within "
 			    "client_timeout (%u ms)",
@@ -1192,14 +1190,4 @@ void front_free(struct front *f)
 size_t front_unflushed(const struct front *f)
 {
 	return f ? f->unflushed : 0;
-}
-
-size_t front_conns(const struct front *f)
-{
-	return f->n_conns;
-}
-
-unsigned long front_cut(const struct front *f)
-{
-	return f->cut;
 }

@@ -64,12 +64,6 @@ void front_drain(struct front *f);
 /* Answers handed over and not yet fully written. */
 size_t front_unflushed(const struct front *f);
 
-/* Open client connections. */
-size_t front_conns(const struct front *f);
-
-/* Connections cut off for a request not received within client_timeout, since start. */
-unsigned long front_cut(const struct front *f);
-
 /* ---- a request (valid from the request callback until front_reply or its abort) ---- */
 
 const char *front_req_method(const struct front_req *r); /* e.g. "POST" */

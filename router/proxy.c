@@ -141,15 +141,15 @@ int proxy_is_hop_by_hop(const char *name, const char *connection)
 	return connection != NULL && in_token_list(connection, name);
 }
 
-void proxy_head_put(struct proxy_head_block *b, const char *s, size_t n)
+static void proxy_head_put(struct proxy_head_block *b, const char *s, size_t n)
 {
 	if (b->len + n <= b->cap)
 		memcpy(b->p + b->len, s, n);
 	b->len += n;
 }
 
-void proxy_head_header(struct proxy_head_block *b, const char *k, const char *v1, const char *sep,
-                       const char *v2)
+static void proxy_head_header(struct proxy_head_block *b, const char *k, const char *v1,
+                              const char *sep, const char *v2)
 {
 	proxy_head_put(b, k, strlen(k));
 	proxy_head_put(b, ": ", 2);

@@ -54,13 +54,6 @@ struct proxy_head_block {
 	size_t len, cap;
 };
 
-/* Append n bytes of s to b (counted only past its cap). */
-void proxy_head_put(struct proxy_head_block *b, const char *s, size_t n);
-
-/* Append the line "k: v1[sep v2]\r\n" to b (sep NULL: no v2). */
-void proxy_head_header(struct proxy_head_block *b, const char *k, const char *v1, const char *sep,
-                       const char *v2);
-
 /*
  * The headers a request forwards to a backend, into b: the client's fields
  * minus hop-by-hop, framing and the forwarding headers, then X-Forwarded-For

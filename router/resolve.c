@@ -279,8 +279,3 @@ int resolve_start(struct resolver *r, const char *host, const char *port, resolv
 	r->pending++;
 	return 0;
 }
-
-size_t resolve_pending(const struct resolver *r)
-{
-	return r ? r->pending : 0;
-}

@@ -60,7 +60,4 @@ void resolve_free(struct resolver *r);
 int resolve_start(struct resolver *r, const char *host, const char *port, resolve_cb cb, void *arg,
                   char *err, size_t errlen);
 
-/* Lookups started and not answered yet. */
-size_t resolve_pending(const struct resolver *r);
-
 #endif
