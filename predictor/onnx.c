@@ -575,6 +575,77 @@ static int load_opset(struct loader *L, const Onnx__ModelProto *mp)
 	return 0;
 }
 
+/* How many nodes read slot s (each read counted), plus 1 if it is a graph output. */
+static size_t slot_readers(const struct onnx_model *m, int s, size_t *reader)
+{
+	size_t n = m->is_output[s] ? 1 : 0;
+	for (size_t i = 0; i < m->n_nodes; i++)
+		for (size_t j = 0; j < m->nodes[i].n_in; j++)
+			if (m->nodes[i].in[j] == s) {
+				n++;
+				*reader = i;
+			}
+	return n;
+}
+
+/* Drops node i (already folded into another): frees what it owns, closes the gap. */
+static void drop_node(struct onnx_model *m, size_t i)
+{
+	struct ops_node *n = &m->nodes[i];
+	free((void *)n->name);
+	free((void *)n->op_type);
+	free(n->in);
+	ops_conv_plan_free(n->conv);
+	memmove(n, n + 1, (m->n_nodes - i - 1) * sizeof(*n));
+	m->n_nodes--;
+	memset(&m->nodes[m->n_nodes], 0, sizeof(*n));
+}
+
+/*
+ * Folds the node that alone reads conv's output into conv when fuse accepts
+ * it: conv then writes that node's output. Returns 1 if it did.
+ */
+static int fold_next(struct onnx_model *m, size_t i, const char *op)
+{
+	struct ops_node *n = &m->nodes[i];
+	size_t r = 0;
+	if (n->n_out != 1 || n->out[0] < 0 || slot_readers(m, n->out[0], &r) != 1)
+		return 0;
+	struct ops_node *next = &m->nodes[r];
+	if (r <= i || strcmp(next->op_type, op) != 0 || next->n_in != 1 ||
+	    next->in[0] != n->out[0] || next->out[0] < 0)
+		return 0;
+	if (strcmp(op, "Relu") == 0 ? ops_conv_fuse_relu(n) : ops_conv_fuse_pool(n, next))
+		return 0;
+	n->out[0] = next->out[0];
+	drop_node(m, r);
+	return 1;
+}
+
+/*
+ * Plans the direct convolution for every Conv whose weights are constant, and
+ * folds a Relu, then a MaxPool, that only it feeds into it (see ops.h).
+ */
+static int plan_nodes(struct loader *L)
+{
+	struct onnx_model *m = L->m;
+	for (size_t i = 0; i < m->n_nodes; i++) {
+		struct ops_node *n = &m->nodes[i];
+		if (strcmp(n->op_type, "Conv") != 0 || n->n_in < 2 || n->in[1] < 0 ||
+		    !m->constant[n->in[1]])
+			continue;
+		if (ops_conv_plan(n, m->constant[n->in[1]])) {
+			snprintf(L->err, L->errlen, "%s: out of memory", m->path);
+			return -1;
+		}
+		if (!n->conv)
+			continue;
+		fold_next(m, i, "Relu");
+		fold_next(m, i, "MaxPool");
+	}
+	return 0;
+}
+
 static void compute_last_use(struct onnx_model *m)
 {
 	for (size_t i = 0; i < m->n_nodes; i++)
@@ -613,7 +684,8 @@ struct onnx_model *onnx_model_load_buffer(const char *name, const void *buf, siz
 		goto fail;
 	}
 	if (load_opset(&L, mp) || loader_init(&L, mp->graph) || load_initializers(&L, mp->graph) ||
-	    load_inputs(&L, mp->graph) || load_nodes(&L, mp->graph) || load_outputs(&L, mp->graph))
+	    load_inputs(&L, mp->graph) || load_nodes(&L, mp->graph) ||
+	    load_outputs(&L, mp->graph) || plan_nodes(&L))
 		goto fail;
 	compute_last_use(m);
 	free(L.names.slot);
@@ -655,6 +727,7 @@ void onnx_model_free(struct onnx_model *m)
 		free((void *)m->nodes[i].name);
 		free((void *)m->nodes[i].op_type);
 		free(m->nodes[i].in);
+		ops_conv_plan_free(m->nodes[i].conv);
 	}
 	for (size_t i = 0; i < m->n_inputs; i++)
 		for (int d = 0; d < TENSOR_MAX_DIMS; d++)

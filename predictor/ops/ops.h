@@ -73,9 +73,39 @@ struct ops_node {
 	int opset; /* of the default domain */
 	struct ops_params p;
 	size_t n_in, n_out;
-	int *in;  /* value slots, -1 for an omitted optional input */
-	int *out; /* value slots */
+	int *in;                    /* value slots, -1 for an omitted optional input */
+	int *out;                   /* value slots */
+	struct ops_conv_plan *conv; /* Conv with a direct kernel planned at load, or NULL */
 };
+
+/*
+ * The direct convolution (ops_nn.c): for a Conv node with a constant 4-D
+ * float weight whose values are all finite, group 1, strides and dilations 1
+ * and output channels a multiple of 8, the weights are repacked at load as
+ * [C][KH][KW][M], and a run sums every output pixel for eight output channels
+ * per vector over the taps inside the input (no unfolded copy; the taps in
+ * the zero padding add exactly 0 with finite weights). The loader may fuse a
+ * following Relu and then a MaxPool without padding into the node
+ * (ops_conv_fuse_*) when nothing else reads the intermediate values.
+ */
+struct ops_conv_plan;
+/*
+ * Plans n (a prepared Conv) with its weight tensor w: returns 0 and sets
+ * n->conv when the direct kernel applies, 0 leaving n->conv NULL when it does
+ * not, -1 on allocation failure.
+ */
+int ops_conv_plan(struct ops_node *n, const struct tensor *w);
+/* Fuses a Relu (pool) node into planned conv node n: 0, or -1 if it cannot. */
+int ops_conv_fuse_relu(struct ops_node *n);
+int ops_conv_fuse_pool(struct ops_node *n, const struct ops_node *pool);
+/* Frees a plan (NULL is fine). */
+void ops_conv_plan_free(struct ops_conv_plan *cp);
+/*
+ * Runs a planned Conv: x [N,C,H,W], optional bias [M]; *out is the new output
+ * tensor. Returns 0, or -1 with err.
+ */
+int ops_conv_run(const struct ops_node *n, const struct tensor *x, const struct tensor *b,
+                 struct tensor **out, char *err, size_t errlen);
 
 /*
  * prepare: called once at load with the node's attributes and the dtypes of

@@ -345,6 +345,382 @@ static void im2col_dense(const struct window *w, const float *x, int64_t cg, flo
 		unfold_runs(w, pad, cg, P0, P1, P2, w->out[2], col);
 }
 
+/* ---- Conv, direct (planned at load; see ops.h) ---- */
+
+#define CONV_DIRECT_M_MAX 4096 /* output channels */
+#define CONV_DIRECT_K_MAX 16   /* kernel rows and columns */
+#if defined(__GNUC__) && !defined(__clang__)
+#define CONV_UNROLL _Pragma("GCC unroll 16")
+#else
+#define CONV_UNROLL
+#endif
+
+struct ops_conv_plan {
+	float *w; /* [C][KH][KW][M] */
+	int64_t C, M, KH, KW;
+	int relu;             /* Relu fused after */
+	int pool;             /* MaxPool fused after (after the Relu) */
+	int64_t pk[2], ps[2]; /* its window and strides; no pads, dilation 1, floor */
+};
+
+int ops_conv_plan(struct ops_node *n, const struct tensor *w)
+{
+	const struct ops_params *p = &n->p;
+	n->conv = NULL;
+	if (!w || w->dtype != TENSOR_FLOAT || w->ndim != 4 || p->group != 1)
+		return 0;
+	for (int i = 0; i < 2; i++)
+		if (p->strides[i] != 1 || p->dilations[i] != 1)
+			return 0;
+	int64_t M = w->dims[0], C = w->dims[1], KH = w->dims[2], KW = w->dims[3];
+	if (M < 8 || M % 8 || M > CONV_DIRECT_M_MAX || C < 1 || C > OPS_WINDOW_MAX || KH < 1 ||
+	    KW < 1 || KH > CONV_DIRECT_K_MAX || KW > CONV_DIRECT_K_MAX)
+		return 0;
+	if (p->nk && (p->kernel[0] != KH || p->kernel[1] != KW))
+		return 0; /* run_conv reports the mismatch */
+	const float *wd = w->data;
+	for (size_t i = 0; i < w->nelem; i++)
+		if (!isfinite(wd[i]))
+			return 0; /* 0 * inf in the padding must stay NaN: general path */
+	struct ops_conv_plan *cp = calloc(1, sizeof(*cp));
+	if (!cp || !(cp->w = malloc(w->nelem * sizeof(float)))) {
+		free(cp);
+		return -1;
+	}
+	cp->C = C;
+	cp->M = M;
+	cp->KH = KH;
+	cp->KW = KW;
+	for (int64_t m = 0; m < M; m++)
+		for (int64_t c = 0; c < C; c++)
+			for (int64_t t = 0; t < KH * KW; t++)
+				cp->w[(c * KH * KW + t) * M + m] = wd[(m * C + c) * KH * KW + t];
+	n->conv = cp;
+	return 0;
+}
+
+int ops_conv_fuse_relu(struct ops_node *n)
+{
+	if (!n->conv || n->conv->relu || n->conv->pool)
+		return -1;
+	n->conv->relu = 1;
+	return 0;
+}
+
+int ops_conv_fuse_pool(struct ops_node *n, const struct ops_node *pool)
+{
+	const struct ops_params *p = &pool->p;
+	if (!n->conv || n->conv->pool || strcmp(pool->op_type, "MaxPool") != 0 ||
+	    (pool->n_out > 1 && pool->out[1] >= 0) || p->nk != 2 || p->ceil_mode ||
+	    p->auto_pad == OPS_PAD_SAME_UPPER || p->auto_pad == OPS_PAD_SAME_LOWER)
+		return -1;
+	for (int i = 0; i < p->npads; i++)
+		if (p->pads[i] != 0)
+			return -1;
+	for (int i = 0; i < 2; i++)
+		if (p->dilations[i] != 1 || p->kernel[i] > CONV_DIRECT_K_MAX)
+			return -1;
+	n->conv->pool = 1;
+	for (int i = 0; i < 2; i++) {
+		n->conv->pk[i] = p->kernel[i];
+		n->conv->ps[i] = p->strides[i];
+	}
+	return 0;
+}
+
+void ops_conv_plan_free(struct ops_conv_plan *cp)
+{
+	if (!cp)
+		return;
+	free(cp->w);
+	free(cp);
+}
+
+/* s += v * (eight floats at w), for nv (1..4, constant after inlining) vectors. */
+#define CONV_MAC(nv, v, w, s0, s1, s2, s3)                                                         \
+	do {                                                                                       \
+		ops_v8f t_;                                                                        \
+		OPS_V8_LOAD(t_, (w));                                                              \
+		s0 += (v)*t_;                                                                      \
+		if ((nv) > 1) {                                                                    \
+			OPS_V8_LOAD(t_, (w) + 8);                                                  \
+			s1 += (v)*t_;                                                              \
+		}                                                                                  \
+		if ((nv) > 2) {                                                                    \
+			OPS_V8_LOAD(t_, (w) + 16);                                                 \
+			s2 += (v)*t_;                                                              \
+		}                                                                                  \
+		if ((nv) > 3) {                                                                    \
+			OPS_V8_LOAD(t_, (w) + 24);                                                 \
+			s3 += (v)*t_;                                                              \
+		}                                                                                  \
+	} while (0)
+
+/*
+ * One output pixel, nv (1..4) vectors of eight output channels: the taps of
+ * its window that fall inside the input (nh rows, nw columns; x and wk point
+ * at the first of them, input planes of plane floats and rows of W; weights
+ * [C][KH][KW][M] with K = KH * KW). Two running sums, one over the even
+ * input channels and one over the odd ones (so that eight chains of
+ * additions run at once), each over the channels, then kernel rows, then
+ * columns; then their sum, + bias. The taps in the zero padding are left
+ * out (an exact 0 * w term unless a weight is infinite: ops_conv_plan then
+ * refuses the node). nh and nw are constants when inlined with them (3x3
+ * kernels), which unrolls the taps.
+ */
+static inline __attribute__((always_inline)) void
+conv_pixel(int nv, int64_t nh, int64_t nw, int64_t C, int64_t M, int64_t KW, int64_t K,
+           const float *x, int64_t plane, int64_t W, const float *wk, const float *bias, float *out)
+{
+	ops_v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+	ops_v8f u0 = {0}, u1 = {0}, u2 = {0}, u3 = {0};
+	int64_t c = 0;
+	for (; c + 2 <= C; c += 2, x += 2 * plane, wk += 2 * K * M)
+		CONV_UNROLL
+	for (int64_t kh = 0; kh < nh; kh++)
+		CONV_UNROLL
+	for (int64_t kw = 0; kw < nw; kw++) {
+		const float *wt = wk + (kh * KW + kw) * M;
+		CONV_MAC(nv, x[kh * W + kw], wt, s0, s1, s2, s3);
+		CONV_MAC(nv, x[plane + kh * W + kw], wt + K * M, u0, u1, u2, u3);
+	}
+	if (c < C)
+		CONV_UNROLL
+	for (int64_t kh = 0; kh < nh; kh++)
+		CONV_UNROLL
+	for (int64_t kw = 0; kw < nw; kw++)
+		CONV_MAC(nv, x[kh * W + kw], wk + (kh * KW + kw) * M, s0, s1, s2, s3);
+	s0 += u0;
+	s1 += u1;
+	s2 += u2;
+	s3 += u3;
+	if (bias) {
+		ops_v8f b;
+		OPS_V8_LOAD(b, bias);
+		s0 += b;
+		if (nv > 1) {
+			OPS_V8_LOAD(b, bias + 8);
+			s1 += b;
+		}
+		if (nv > 2) {
+			OPS_V8_LOAD(b, bias + 16);
+			s2 += b;
+		}
+		if (nv > 3) {
+			OPS_V8_LOAD(b, bias + 24);
+			s3 += b;
+		}
+	}
+	OPS_V8_STORE(out, s0);
+	if (nv > 1)
+		OPS_V8_STORE(out + 8, s1);
+	if (nv > 2)
+		OPS_V8_STORE(out + 16, s2);
+	if (nv > 3)
+		OPS_V8_STORE(out + 24, s3);
+}
+
+/* conv_pixel with the window size as constants for the shapes a 3x3 kernel meets. */
+#define CONV_PIXEL_3X3(nv, nh, nw, ...)                                                            \
+	do {                                                                                       \
+		if ((nh) == 3 && (nw) == 3)                                                        \
+			conv_pixel(nv, 3, 3, __VA_ARGS__);                                         \
+		else if ((nh) == 3 && (nw) == 2)                                                   \
+			conv_pixel(nv, 3, 2, __VA_ARGS__);                                         \
+		else if ((nh) == 2 && (nw) == 3)                                                   \
+			conv_pixel(nv, 2, 3, __VA_ARGS__);                                         \
+		else if ((nh) == 2 && (nw) == 2)                                                   \
+			conv_pixel(nv, 2, 2, __VA_ARGS__);                                         \
+		else                                                                               \
+			conv_pixel(nv, nh, nw, __VA_ARGS__);                                       \
+	} while (0)
+
+/* Every output pixel of one image x for nv vectors of channels from m. */
+static inline __attribute__((always_inline)) void
+conv_pixels(int nv, int k3, const struct ops_conv_plan *cp, const struct window *w, const float *x,
+            int64_t m, const float *bias, float *acc)
+{
+	int64_t H = w->in[0], W = w->in[1], OH = w->out[0], OW = w->out[1];
+	int64_t C = cp->C, M = cp->M, KW = cp->KW, K = cp->KH * KW, plane = H * W;
+	const float *bm = bias ? bias + m : NULL;
+	for (int64_t oh = 0; oh < OH; oh++) {
+		int64_t ih0 = oh - w->pb[0];
+		int64_t kh0 = ih0 < 0 ? -ih0 : 0, kh1 = H - ih0 < cp->KH ? H - ih0 : cp->KH;
+		int64_t nh = kh1 > kh0 ? kh1 - kh0 : 0;
+		for (int64_t ow = 0; ow < OW; ow++) {
+			int64_t iw0 = ow - w->pb[1];
+			int64_t kw0 = iw0 < 0 ? -iw0 : 0, kw1 = W - iw0 < KW ? W - iw0 : KW;
+			int64_t nw = kw1 > kw0 ? kw1 - kw0 : 0;
+			const float *xb = x + (nh && nw ? (ih0 + kh0) * W + iw0 + kw0 : 0);
+			const float *wb = cp->w + (kh0 * KW + kw0) * M + m;
+			float *o = acc + (oh * OW + ow) * M + m;
+			if (k3)
+				CONV_PIXEL_3X3(nv, nh, nw, C, M, KW, K, xb, plane, W, wb, bm, o);
+			else
+				conv_pixel(nv, nh, nw, C, M, KW, K, xb, plane, W, wb, bm, o);
+		}
+	}
+}
+
+/* acc[OH*OW][M] (pixel-major) for one image x [C][H][W]. */
+OPS_SIMD_CLONES
+static void conv_image(const struct ops_conv_plan *cp, const struct window *w, const float *x,
+                       const float *bias, float *acc)
+{
+	int k3 = cp->KH == 3 && cp->KW == 3;
+	for (int64_t m = 0; m < cp->M; m += 32) {
+		int nv = (int)((cp->M - m) / 8);
+		if (k3 && nv >= 4)
+			conv_pixels(4, 1, cp, w, x, m, bias, acc);
+		else if (k3 && nv == 2)
+			conv_pixels(2, 1, cp, w, x, m, bias, acc);
+		else if (nv >= 4)
+			conv_pixels(4, 0, cp, w, x, m, bias, acc);
+		else if (nv == 3)
+			conv_pixels(3, 0, cp, w, x, m, bias, acc);
+		else if (nv == 2)
+			conv_pixels(2, 0, cp, w, x, m, bias, acc);
+		else
+			conv_pixels(1, 0, cp, w, x, m, bias, acc);
+	}
+}
+
+/* *v = v > 0 ? v : 0 per lane (NaN and -0 give +0), as Relu. */
+static inline __attribute__((always_inline)) void v8_relu(ops_v8f *v)
+{
+	typedef int32_t v8i __attribute__((vector_size(32)));
+	ops_v8f zero = {0};
+	v8i bits;
+	v8i keep = *v > zero;
+	memcpy(&bits, v, sizeof(bits));
+	bits &= keep;
+	memcpy(v, &bits, sizeof(bits));
+}
+
+/*
+ * acc[P][M] (pixel-major, P = OH*OW) into y [M][PH*PW]: the fused MaxPool
+ * (each max as v > m ? v : m from -inf, window row by row, as run_pool) and
+ * Relu (after the max: the same floats as before it), or a plain transpose.
+ */
+/* *mx = v > *mx ? v : *mx per lane (MaxPool's step, as run_pool takes it). */
+static inline __attribute__((always_inline)) void v8_max_step(ops_v8f *mx, const float *p)
+{
+	typedef int32_t v8i __attribute__((vector_size(32)));
+	ops_v8f v;
+	v8i gt, a, b;
+	OPS_V8_LOAD(v, p);
+	gt = v > *mx;
+	memcpy(&a, &v, sizeof(a));
+	memcpy(&b, mx, sizeof(b));
+	a = (a & gt) | (b & ~gt);
+	memcpy(mx, &a, sizeof(a));
+}
+
+OPS_SIMD_CLONES
+static void conv_store(const struct ops_conv_plan *cp, int64_t OH, int64_t OW, const float *acc,
+                       float *y)
+{
+	int64_t M = cp->M;
+	int64_t PH = OH, PW = OW, kh = 1, kw = 1, sh = 1, sw = 1;
+	if (cp->pool) {
+		kh = cp->pk[0], kw = cp->pk[1], sh = cp->ps[0], sw = cp->ps[1];
+		PH = (OH - kh) / sh + 1;
+		PW = (OW - kw) / sw + 1;
+	}
+	int64_t plane = PH * PW;
+	int two = kh == 2 && kw == 2;
+	for (int64_t ph = 0; ph < PH; ph++)
+		for (int64_t pw = 0; pw < PW; pw++) {
+			const float *a0 = acc + (ph * sh * OW + pw * sw) * M;
+			float *yo = y + ph * PW + pw;
+			for (int64_t m = 0; m < M; m += 8, yo += 8 * plane) {
+				ops_v8f mx;
+				if (!cp->pool) {
+					OPS_V8_LOAD(mx, a0 + m);
+				} else {
+					ops_v8f ninf = {-INFINITY, -INFINITY, -INFINITY, -INFINITY,
+					                -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+					mx = ninf;
+					if (two) {
+						v8_max_step(&mx, a0 + m);
+						v8_max_step(&mx, a0 + M + m);
+						v8_max_step(&mx, a0 + OW * M + m);
+						v8_max_step(&mx, a0 + (OW + 1) * M + m);
+					} else {
+						for (int64_t i = 0; i < kh; i++)
+							for (int64_t j = 0; j < kw; j++)
+								v8_max_step(
+								    &mx, a0 + (i * OW + j) * M + m);
+					}
+				}
+				if (cp->relu)
+					v8_relu(&mx);
+				yo[0] = mx[0];
+				yo[plane] = mx[1];
+				yo[2 * plane] = mx[2];
+				yo[3 * plane] = mx[3];
+				yo[4 * plane] = mx[4];
+				yo[5 * plane] = mx[5];
+				yo[6 * plane] = mx[6];
+				yo[7 * plane] = mx[7];
+			}
+		}
+}
+
+int ops_conv_run(const struct ops_node *n, const struct tensor *x, const struct tensor *b,
+                 struct tensor **out, char *err, size_t errlen)
+{
+	const struct ops_conv_plan *cp = n->conv;
+	char s1[96];
+	if (x->ndim != 4 || x->dims[1] != cp->C || (b && (b->ndim != 1 || b->dims[0] != cp->M))) {
+		snprintf(err, errlen, "X %s%s: shapes do not fit the weight [%lld,%lld,%lld,%lld]",
+		         ops_shape_str(x->dims, x->ndim, s1, sizeof(s1)), b ? " and B" : "",
+		         (long long)cp->M, (long long)cp->C, (long long)cp->KH, (long long)cp->KW);
+		return -1;
+	}
+	int64_t kernel[2] = {cp->KH, cp->KW};
+	struct window w;
+	if (window_setup(&n->p, x, kernel, 0, &w, err, errlen))
+		return -1;
+	int64_t N = x->dims[0], OH = w.out[0], OW = w.out[1];
+	int64_t od[4] = {N, cp->M, OH, OW};
+	if (cp->pool) {
+		if (OH < cp->pk[0] || OW < cp->pk[1]) {
+			snprintf(err, errlen,
+			         "fused MaxPool: kernel larger than the %lldx%lld input",
+			         (long long)OH, (long long)OW);
+			return -1;
+		}
+		od[2] = (OH - cp->pk[0]) / cp->ps[0] + 1;
+		od[3] = (OW - cp->pk[1]) / cp->ps[1] + 1;
+	}
+	if (ops_new_dense(out, TENSOR_FLOAT, 4, od, err, errlen))
+		return -1;
+	/* One image's un-pooled output, pixel-major: on the stack when small. */
+	size_t asz = (size_t)(OH * OW * cp->M);
+	float stack[CONV_STACK_FLOATS], *acc = stack;
+	if (asz > CONV_STACK_FLOATS) {
+		size_t bytes = asz * sizeof(float);
+		if (bytes > OPS_TENSOR_MAX_BYTES || !(acc = malloc(bytes))) {
+			snprintf(err, errlen, "out of memory for a %lldx%lld x %lld-channel output",
+			         (long long)OH, (long long)OW, (long long)cp->M);
+			tensor_free(*out);
+			*out = NULL;
+			return -1;
+		}
+	}
+	size_t isz = (size_t)(w.in[0] * w.in[1]), osz = (size_t)(od[2] * od[3]);
+	const float *xd = x->data, *bd = b ? b->data : NULL;
+	float *y = (*out)->data;
+	for (int64_t i = 0; i < N; i++) {
+		conv_image(cp, &w, xd + (size_t)i * (size_t)cp->C * isz, bd, acc);
+		conv_store(cp, OH, OW, acc, y + (size_t)i * (size_t)cp->M * osz);
+	}
+	if (acc != stack)
+		free(acc);
+	return 0;
+}
+
 /* ---- Conv ---- */
 
 static int prepare_conv(struct ops_node *n, const Onnx__NodeProto *np,
@@ -372,6 +748,8 @@ static int run_conv(const struct ops_node *n, const struct tensor *const *in, st
 	const struct tensor *x = in[0], *wt = in[1], *b = n->n_in > 2 ? in[2] : NULL;
 	const struct ops_params *p = &n->p;
 	char s1[96], s2[96];
+	if (n->conv)
+		return ops_conv_run(n, x, b, out, err, errlen);
 	if (wt->ndim != x->ndim || x->ndim < 3)
 		goto bad;
 	int64_t N = x->dims[0], C = x->dims[1], M = wt->dims[0], G = p->group;

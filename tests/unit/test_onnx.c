@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -443,6 +444,109 @@ static void test_run_plan(void **state)
 	onnx_model_free(m);
 }
 
+/*
+ * Conv -> Relu -> MaxPool with constant weights: the loader plans the direct
+ * convolution and folds the Relu and the pool into it when nothing else reads
+ * what they pass on; an intermediate that is also a graph output keeps its
+ * values. Checked against a naive reference (quarters: exact in any order).
+ */
+static void fusion_case(const char *extra_output)
+{
+	enum { C = 2, H = 6, W = 6, M = 8 };
+	static float w[M * C * 9], bias[M];
+	float x[C * H * W], conv[M * H * W], relu[M * H * W], pool[M * 9];
+	unsigned seed = 99;
+	for (size_t i = 0; i < M * C * 9; i++)
+		w[i] = (float)(rand_r(&seed) % 17 - 8) / 4.0f;
+	for (size_t i = 0; i < M; i++)
+		bias[i] = (float)(rand_r(&seed) % 17 - 8) / 4.0f;
+	for (size_t i = 0; i < C * H * W; i++)
+		x[i] = (float)(rand_r(&seed) % 9) / 4.0f;
+	for (int m = 0; m < M; m++)
+		for (int oh = 0; oh < H; oh++)
+			for (int ow = 0; ow < W; ow++) {
+				float s = bias[m];
+				for (int c = 0; c < C; c++)
+					for (int kh = 0; kh < 3; kh++)
+						for (int kw = 0; kw < 3; kw++) {
+							int ih = oh + kh - 1, iw = ow + kw - 1;
+							if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+								s += x[(c * H + ih) * W + iw] *
+								     w[((m * C + c) * 3 + kh) * 3 +
+								       kw];
+						}
+				conv[(m * H + oh) * W + ow] = s;
+				relu[(m * H + oh) * W + ow] = s > 0 ? s : 0;
+			}
+	for (int m = 0; m < M; m++)
+		for (int ph = 0; ph < 3; ph++)
+			for (int pw = 0; pw < 3; pw++) {
+				float mx = -INFINITY;
+				for (int i = 0; i < 2; i++)
+					for (int j = 0; j < 2; j++) {
+						float v =
+						    relu[(m * H + 2 * ph + i) * W + 2 * pw + j];
+						mx = v > mx ? v : mx;
+					}
+				pool[(m * 3 + ph) * 3 + pw] = mx;
+			}
+
+	struct mb b;
+	mb_init(&b, 13);
+	mb_init_f(&b, "W", 4, (int64_t[]){M, C, 3, 3}, w, 1);
+	mb_init_f(&b, "B", 1, (int64_t[]){M}, bias, 0);
+	mb_input(&b, "x", 4, (int64_t[]){-1, C, H, W});
+	Onnx__NodeProto *cn = mb_node(&b, "Conv", "conv", (const char *[]){"x", "W", "B", NULL},
+	                              (const char *[]){"c", NULL});
+	Onnx__AttributeProto *a =
+	    mb_attr(&b, cn, "pads", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+	static int64_t pads[4] = {1, 1, 1, 1}, k2[2] = {2, 2};
+	a->n_ints = 4;
+	a->ints = pads;
+	mb_node(&b, "Relu", "relu", (const char *[]){"c", NULL}, (const char *[]){"r", NULL});
+	Onnx__NodeProto *pn = mb_node(&b, "MaxPool", "pool", (const char *[]){"r", NULL},
+	                              (const char *[]){"p", NULL});
+	a = mb_attr(&b, pn, "kernel_shape", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+	a->n_ints = 2;
+	a->ints = k2;
+	a = mb_attr(&b, pn, "strides", ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS);
+	a->n_ints = 2;
+	a->ints = k2;
+	mb_output(&b, "p", TENSOR_FLOAT);
+	if (extra_output)
+		mb_output(&b, extra_output, TENSOR_FLOAT);
+	char err[ONNX_ERR_MAX] = "";
+	struct onnx_model *m = mb_load(&b, err, sizeof(err));
+	if (!m)
+		fail_msg("%s", err);
+	struct tensor *in = tensor_new("x", TENSOR_FLOAT, 4, (int64_t[]){1, C, H, W});
+	memcpy(in->data, x, sizeof(x));
+	struct tensor *out[2] = {0};
+	if (onnx_model_run(m, &in, 1, out, err, sizeof(err)))
+		fail_msg("%s", err);
+	assert_int_equal(out[0]->nelem, M * 9);
+	assert_int_equal(out[0]->dims[2], 3);
+	assert_memory_equal(out[0]->data, pool, sizeof(pool));
+	if (extra_output) {
+		assert_string_equal(out[1]->name, extra_output);
+		assert_int_equal(out[1]->nelem, M * H * W);
+		assert_memory_equal(out[1]->data, extra_output[0] == 'c' ? conv : relu,
+		                    sizeof(conv));
+	}
+	tensor_free(out[0]);
+	tensor_free(out[1]);
+	tensor_free(in);
+	onnx_model_free(m);
+}
+
+static void test_conv_fusion(void **state)
+{
+	(void)state;
+	fusion_case(NULL); /* Conv+Relu+MaxPool as one node */
+	fusion_case("r");  /* the Relu's output is read twice: only the Relu is folded */
+	fusion_case("c");  /* the Conv's output is read twice: nothing is folded */
+}
+
 /* A kernel failing mid-graph: the message names node and operator, nothing leaks. */
 static void test_run_kernel_error(void **state)
 {
@@ -588,12 +692,12 @@ static void test_tensor_reuse(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_file_errors),   cmocka_unit_test(test_truncated),
-	    cmocka_unit_test(test_no_graph),      cmocka_unit_test(test_unknown_op),
-	    cmocka_unit_test(test_bad_attribute), cmocka_unit_test(test_graph_errors),
-	    cmocka_unit_test(test_run_plan),      cmocka_unit_test(test_run_kernel_error),
-	    cmocka_unit_test(test_threads),       cmocka_unit_test(test_tensor_load),
-	    cmocka_unit_test(test_tensor_reuse),
+	    cmocka_unit_test(test_file_errors),      cmocka_unit_test(test_truncated),
+	    cmocka_unit_test(test_no_graph),         cmocka_unit_test(test_unknown_op),
+	    cmocka_unit_test(test_bad_attribute),    cmocka_unit_test(test_graph_errors),
+	    cmocka_unit_test(test_run_plan),         cmocka_unit_test(test_conv_fusion),
+	    cmocka_unit_test(test_run_kernel_error), cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_tensor_load),      cmocka_unit_test(test_tensor_reuse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
