@@ -564,6 +564,47 @@ static const double fp_exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
                                         1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
 /*
+ * The usual number, at most 15 digits with an optional fraction and no
+ * exponent ("13.0", "-2", "0.25"), in one tight pass: the same double as the
+ * general scan below (an exact integer, or m / 10^frac, one correctly rounded
+ * division). Returns 1 and advances f, or 0 (f untouched) for anything else,
+ * which the general scan then takes.
+ */
+static inline int fp_short(struct fp *f, double *out)
+{
+	const char *p = f->p, *end = f->end;
+	int neg = p < end && *p == '-', nd = 0, frac = 0;
+	uint64_t m = 0;
+	p += neg;
+	if (p >= end || (unsigned)(*p - '0') > 9)
+		return 0;
+	if (*p == '0') {
+		p++;
+		nd = 1;
+	} else {
+		for (; p < end && (unsigned)(*p - '0') <= 9 && nd < 15; p++, nd++)
+			m = m * 10 + (uint64_t)(*p - '0');
+	}
+	if (p < end && *p == '.') {
+		p++;
+		if (p >= end || (unsigned)(*p - '0') > 9)
+			return 0;
+		for (; p < end && (unsigned)(*p - '0') <= 9 && nd < 15; p++, nd++, frac++)
+			m = m * 10 + (uint64_t)(*p - '0');
+	}
+	if (p < end && ((unsigned)(*p - '0') <= 9 || *p == '.' || *p == 'e' || *p == 'E'))
+		return 0;
+	if (frac) {
+		double v = (double)m / fp_exact_pow10[frac];
+		*out = neg ? -v : v;
+	} else {
+		*out = (double)(neg ? -(int64_t)m : (int64_t)m);
+	}
+	f->p = p;
+	return 1;
+}
+
+/*
  * A strict JSON number, converted as jansson would; -1 for what jansson
  * refuses. One pass collects the digits: an integer is exact (jansson's
  * range is int64: at most 18 digits here); a decimal with at most 15 digits
@@ -574,6 +615,8 @@ static const double fp_exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
 static int fp_number(struct fp *f, double *out)
 {
 	fp_ws(f);
+	if (fp_short(f, out))
+		return 0;
 	const char *s = f->p, *p = s;
 	int neg = p < f->end && *p == '-', is_int = 1, nd = 0, frac = 0;
 	uint64_t m = 0;
