@@ -596,6 +596,7 @@ static void drop_node(struct onnx_model *m, size_t i)
 	free((void *)n->op_type);
 	free(n->in);
 	ops_conv_plan_free(n->conv);
+	free(n->gemm_bt);
 	memmove(n, n + 1, (m->n_nodes - i - 1) * sizeof(*n));
 	m->n_nodes--;
 	memset(&m->nodes[m->n_nodes], 0, sizeof(*n));
@@ -624,15 +625,21 @@ static int fold_next(struct onnx_model *m, size_t i, const char *op)
 
 /*
  * Plans the direct convolution for every Conv whose weights are constant, and
- * folds a Relu, then a MaxPool, that only it feeds into it (see ops.h).
+ * folds a Relu, then a MaxPool, that only it feeds into it; packs B^T of
+ * every Gemm with a constant transposed B (see ops.h).
  */
 static int plan_nodes(struct loader *L)
 {
 	struct onnx_model *m = L->m;
 	for (size_t i = 0; i < m->n_nodes; i++) {
 		struct ops_node *n = &m->nodes[i];
-		if (strcmp(n->op_type, "Conv") != 0 || n->n_in < 2 || n->in[1] < 0 ||
-		    !m->constant[n->in[1]])
+		if (n->n_in < 2 || n->in[1] < 0 || !m->constant[n->in[1]])
+			continue;
+		if (strcmp(n->op_type, "Gemm") == 0 && ops_gemm_plan(n, m->constant[n->in[1]])) {
+			snprintf(L->err, L->errlen, "%s: out of memory", m->path);
+			return -1;
+		}
+		if (strcmp(n->op_type, "Conv") != 0)
 			continue;
 		if (ops_conv_plan(n, m->constant[n->in[1]])) {
 			snprintf(L->err, L->errlen, "%s: out of memory", m->path);
@@ -728,6 +735,7 @@ void onnx_model_free(struct onnx_model *m)
 		free((void *)m->nodes[i].op_type);
 		free(m->nodes[i].in);
 		ops_conv_plan_free(m->nodes[i].conv);
+		free(m->nodes[i].gemm_bt);
 	}
 	for (size_t i = 0; i < m->n_inputs; i++)
 		for (int d = 0; d < TENSOR_MAX_DIMS; d++)

@@ -76,6 +76,7 @@ struct ops_node {
 	int *in;                    /* value slots, -1 for an omitted optional input */
 	int *out;                   /* value slots */
 	struct ops_conv_plan *conv; /* Conv with a direct kernel planned at load, or NULL */
+	float *gemm_bt; /* Gemm with a constant B and transB: B^T [K][N], packed at load */
 };
 
 /*
@@ -100,6 +101,14 @@ int ops_conv_fuse_relu(struct ops_node *n);
 int ops_conv_fuse_pool(struct ops_node *n, const struct ops_node *pool);
 /* Frees a plan (NULL is fine). */
 void ops_conv_plan_free(struct ops_conv_plan *cp);
+/*
+ * Plans a prepared Gemm node n with its constant B: for transB=1 (and
+ * transA=0), stores B^T as n->gemm_bt so that a run multiplies rows of A
+ * against contiguous rows of B^T, eight outputs per vector (the sum over k
+ * in order, one k at a time, for a single row of A). Returns 0 (planned or
+ * not), -1 on allocation failure. The caller frees n->gemm_bt.
+ */
+int ops_gemm_plan(struct ops_node *n, const struct tensor *b);
 /*
  * Runs a planned Conv: x [N,C,H,W], optional bias [M]; *out is the new output
  * tensor. Returns 0, or -1 with err.

@@ -7,6 +7,7 @@
 #include "ops.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /*
@@ -206,6 +207,70 @@ void ops_gemm_bias(size_t M, size_t N, size_t K, const float *A, const float *B,
 	gemm_nn(M, N, K, A, B, bias, Y);
 }
 
+/*
+ * y[0..N) = a[0..K) Bt[K][N] for one row a: over k in order, y += a[k] *
+ * Bt[k], 32 outputs (four vectors) at a time, then 8, then single outputs.
+ */
+OPS_SIMD_CLONES
+static void gemv_t(size_t N, size_t K, const float *a, const float *bt, float *y)
+{
+	size_t j = 0;
+	for (; j + 32 <= N; j += 32) {
+		ops_v8f s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+		const float *b = bt + j;
+		for (size_t k = 0; k < K; k++, b += N) {
+			float v = a[k];
+			ops_v8f t;
+			OPS_V8_LOAD(t, b);
+			s0 += v * t;
+			OPS_V8_LOAD(t, b + 8);
+			s1 += v * t;
+			OPS_V8_LOAD(t, b + 16);
+			s2 += v * t;
+			OPS_V8_LOAD(t, b + 24);
+			s3 += v * t;
+		}
+		OPS_V8_STORE(y + j, s0);
+		OPS_V8_STORE(y + j + 8, s1);
+		OPS_V8_STORE(y + j + 16, s2);
+		OPS_V8_STORE(y + j + 24, s3);
+	}
+	for (; j + 8 <= N; j += 8) {
+		ops_v8f s0 = {0};
+		const float *b = bt + j;
+		for (size_t k = 0; k < K; k++, b += N) {
+			ops_v8f t;
+			OPS_V8_LOAD(t, b);
+			s0 += a[k] * t;
+		}
+		OPS_V8_STORE(y + j, s0);
+	}
+	for (; j < N; j++) {
+		float s = 0.0f;
+		for (size_t k = 0; k < K; k++)
+			s += a[k] * bt[k * N + j];
+		y[j] = s;
+	}
+}
+
+int ops_gemm_plan(struct ops_node *n, const struct tensor *b)
+{
+	n->gemm_bt = NULL;
+	if (!b || b->dtype != TENSOR_FLOAT || b->ndim != 2 || !n->p.trans_b || n->p.trans_a ||
+	    b->nelem == 0)
+		return 0;
+	size_t N = (size_t)b->dims[0], K = (size_t)b->dims[1];
+	float *bt = malloc(b->nelem * sizeof(float));
+	if (!bt)
+		return -1;
+	const float *bd = b->data;
+	for (size_t j = 0; j < N; j++)
+		for (size_t k = 0; k < K; k++)
+			bt[k * N + j] = bd[j * K + k];
+	n->gemm_bt = bt;
+	return 0;
+}
+
 static const enum tensor_dtype float_only[] = {TENSOR_FLOAT, 0};
 
 static int prepare_gemm(struct ops_node *n, const Onnx__NodeProto *np,
@@ -268,7 +333,12 @@ static int run_gemm(const struct ops_node *n, const struct tensor *const *in, st
 	if (ops_new_dense(out, TENSOR_FLOAT, 2, od, err, errlen))
 		return -1;
 	float *y = (*out)->data;
-	ops_gemm(p->trans_a, p->trans_b, M, N, K, a->data, b->data, y);
+	if (n->gemm_bt && M == 1)
+		gemv_t(N, K, a->data, n->gemm_bt, y);
+	else if (n->gemm_bt)
+		ops_gemm(0, 0, M, N, K, a->data, n->gemm_bt, y);
+	else
+		ops_gemm(p->trans_a, p->trans_b, M, N, K, a->data, b->data, y);
 	const float *cd = c ? c->data : NULL;
 	for (size_t i = 0; i < M; i++)
 		for (size_t j = 0; j < N; j++) {

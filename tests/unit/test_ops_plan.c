@@ -1,5 +1,8 @@
 /*
- * test_ops_conv.c - unit tests for the direct convolution of
+ * test_ops_plan.c - unit tests for the kernels planned at load: the packed
+ * Gemm of predictor/ops/ops_linalg.c (ops_gemm_plan: B^T for transB, any
+ * number of rows of A, with C, alpha and beta, agrees with the unplanned
+ * kernel on 200 random shapes) and the direct convolution of
  * predictor/ops/ops_nn.c (ops_conv_plan, ops_conv_fuse_*, ops_conv_run):
  * on 300 random shapes (channels, image sizes, kernels 1..5, uneven pads,
  * batch, bias or none) the planned kernel agrees with the general
@@ -312,12 +315,67 @@ static void test_run_shape_error(void **state)
 	tensor_free(in[1]);
 }
 
+static void test_gemm_plan(void **state)
+{
+	(void)state;
+	unsigned seed = 4242;
+	for (int iter = 0; iter < 200; iter++) {
+		int64_t M = 1 + rand_r(&seed) % 3, N = 1 + rand_r(&seed) % 70,
+		        K = 1 + rand_r(&seed) % 70;
+		int with_c = rand_r(&seed) % 2;
+		struct pnode p = {0};
+		attr_int(&p, "transB", 1);
+		if (iter % 3 == 0) {
+			Onnx__AttributeProto init = ONNX__ATTRIBUTE_PROTO__INIT;
+			p.attr[p.nattr] = init;
+			p.attr[p.nattr].name = "alpha";
+			p.attr[p.nattr].type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT;
+			p.attr[p.nattr].has_f = 1;
+			p.attr[p.nattr].f = 0.5f;
+			p.attrp[p.nattr] = &p.attr[p.nattr];
+			p.nattr++;
+		}
+		assert_int_equal(prepare(&p, "Gemm", with_c ? 3 : 2), 0);
+		struct tensor *in[3] = {rand_tensor(2, (int64_t[]){M, K}, &seed, 1),
+		                        rand_tensor(2, (int64_t[]){N, K}, &seed, 0),
+		                        with_c ? rand_tensor(1, (int64_t[]){N}, &seed, 0) : NULL};
+		struct tensor *ref = run(&p, in);
+		assert_int_equal(ops_gemm_plan(&p.n, in[1]), 0);
+		assert_non_null(p.n.gemm_bt);
+		struct tensor *got = run(&p, in);
+		char what[64];
+		snprintf(what, sizeof(what), "Gemm M%lld N%lld K%lld", (long long)M, (long long)N,
+		         (long long)K);
+		expect_close(got, ref, what);
+		free(p.n.gemm_bt);
+		for (int i = 0; i < 3; i++)
+			tensor_free(in[i]);
+		tensor_free(ref);
+		tensor_free(got);
+	}
+	/* Nothing to pack without transB, or with transA. */
+	unsigned s2 = 1;
+	struct tensor *b = rand_tensor(2, (int64_t[]){4, 4}, &s2, 0);
+	struct pnode p = {0};
+	assert_int_equal(prepare(&p, "Gemm", 2), 0);
+	assert_int_equal(ops_gemm_plan(&p.n, b), 0);
+	assert_null(p.n.gemm_bt);
+	struct pnode q = {0};
+	attr_int(&q, "transA", 1);
+	attr_int(&q, "transB", 1);
+	assert_int_equal(prepare(&q, "Gemm", 2), 0);
+	assert_int_equal(ops_gemm_plan(&q.n, b), 0);
+	assert_null(q.n.gemm_bt);
+	tensor_free(b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_direct_matches_general),
 	    cmocka_unit_test(test_plan_refuses),
 	    cmocka_unit_test(test_run_shape_error),
+	    cmocka_unit_test(test_gemm_plan),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
