@@ -573,29 +573,34 @@ static const double fp_exact_pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
 static inline int fp_short(struct fp *f, double *out)
 {
 	const char *p = f->p, *end = f->end;
-	int neg = p < end && *p == '-', nd = 0, frac = 0;
-	uint64_t m = 0;
+	const char *lim = end - p > 18 ? p + 18 : end; /* '-', 15 digits, '.': never more */
+	int neg = p < lim && *p == '-';
 	p += neg;
-	if (p >= end || (unsigned)(*p - '0') > 9)
-		return 0;
-	if (*p == '0') {
+	const char *d0 = p;
+	uint64_t m = 0; /* at most 17 digits before lim: no overflow */
+	unsigned c;
+	while (p < lim && (c = (unsigned)(*p - '0')) <= 9) {
+		m = m * 10 + c;
 		p++;
-		nd = 1;
-	} else {
-		for (; p < end && (unsigned)(*p - '0') <= 9 && nd < 15; p++, nd++)
-			m = m * 10 + (uint64_t)(*p - '0');
 	}
-	if (p < end && *p == '.') {
-		p++;
-		if (p >= end || (unsigned)(*p - '0') > 9)
+	size_t ni = (size_t)(p - d0), nf = 0;
+	if (ni == 0 || (ni > 1 && *d0 == '0')) /* none, or a leading zero: refused below */
+		return 0;
+	if (p < lim && *p == '.') {
+		const char *f0 = ++p;
+		while (p < lim && (c = (unsigned)(*p - '0')) <= 9) {
+			m = m * 10 + c;
+			p++;
+		}
+		nf = (size_t)(p - f0);
+		if (nf == 0)
 			return 0;
-		for (; p < end && (unsigned)(*p - '0') <= 9 && nd < 15; p++, nd++, frac++)
-			m = m * 10 + (uint64_t)(*p - '0');
 	}
-	if (p < end && ((unsigned)(*p - '0') <= 9 || *p == '.' || *p == 'e' || *p == 'E'))
+	if (ni + nf > 15 ||
+	    (p < end && ((unsigned)(*p - '0') <= 9 || *p == '.' || *p == 'e' || *p == 'E')))
 		return 0;
-	if (frac) {
-		double v = (double)m / fp_exact_pow10[frac];
+	if (nf) {
+		double v = (double)m / fp_exact_pow10[nf];
 		*out = neg ? -v : v;
 	} else {
 		*out = (double)(neg ? -(int64_t)m : (int64_t)m);
@@ -774,13 +779,25 @@ static int fp_data(struct fp *f, struct tensor *t, size_t *count, int depth)
 			return 0;
 		if (depth + 1 > V2_MAX_JSON_DEPTH) /* where each element's own call would stop */
 			return -1;
-		do {
+		float *dst = t->data;
+		for (;;) {
 			fp_ws(f);
-			/* numbers inline: the common flat list makes no call per element */
-			if ((f->p < f->end && *f->p == '[') ? fp_data(f, t, count, depth + 1) < 0
-			                                    : fp_value(f, t, count) < 0)
-				return -1;
-		} while (fp_lit(f, ','));
+			if (f->p < f->end && *f->p == '[') {
+				if (fp_data(f, t, count, depth + 1) < 0)
+					return -1;
+			} else {
+				/* numbers inline: the common flat list makes no call per element */
+				double d;
+				if (*count >= t->nelem ||
+				    (!fp_short(f, &d) && fp_number(f, &d) < 0) || fabs(d) > FLT_MAX)
+					return -1;
+				dst[(*count)++] = (float)d;
+			}
+			if (f->p < f->end && *f->p == ',') /* the usual "1.0,2.0" */
+				f->p++;
+			else if (!fp_lit(f, ','))
+				break;
+		}
 		return fp_lit(f, ']') ? 0 : -1;
 	}
 	return fp_value(f, t, count);
