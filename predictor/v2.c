@@ -1061,12 +1061,17 @@ static const double v2_pow10[] = {
  */
 static int float_digits(double d, char *dig, int *e)
 {
-	int x = (int)floor(log10(d));
+	/* floor(log10(d)) from the binary exponent, low by at most one (fixed below):
+	 * d in [2^(b-1), 2^b), and 78913 / 2^18 is log10(2) within 8e-7. */
+	int b;
+	frexp(d, &b);
+	int t = (b - 1) * 78913;
+	int x = t >= 0 ? t >> 18 : -((-t + (1 << 18) - 1) >> 18);
 	uint64_t m = (uint64_t)llround(d * v2_pow10[8 - x + 30]);
-	if (m >= 1000000000u) { /* log10 rounded up across a power of ten */
+	if (m >= 1000000000u) { /* the estimate was one low */
 		m = (m + 5) / 10;
 		x++;
-	} else if (m < 100000000u) {
+	} else if (m < 100000000u) { /* one high (cannot happen; kept as a guard) */
 		x--;
 		m = (uint64_t)llround(d * v2_pow10[8 - x + 30]);
 	}
