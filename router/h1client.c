@@ -54,6 +54,7 @@
 #include "resolve.h"
 #include "upstream.h"
 
+#define H1_HEADER_ARENA          4096        /* response header entries of one transfer, reused */
 #define H1_MAX_RESP_HEADERS      256         /* as the libcurl engine */
 #define H1_MAX_RESP_HEADER_BYTES (64 * 1024) /* status line + header lines */
 #define H1_MAX_LINE              (8 * 1024 + 512)
@@ -152,7 +153,9 @@ struct h1_xfer {
 	uint64_t remaining; /* body bytes (Content-Length) or chunk bytes left */
 	size_t got;         /* response bytes seen */
 	size_t header_count, header_bytes;
-	struct evkeyvalq headers;
+	struct evkeyvalq headers; /* entries in harena, or malloc'd one block each past it */
+	char *harena;             /* kept across transfers; H1_HEADER_ARENA bytes */
+	size_t harena_used;
 	struct evbuffer *body_buf;
 	size_t max_response;
 	upstream_done_cb cb;
@@ -465,6 +468,19 @@ static void waiting_remove(struct h1_xfer *x)
 	x->waiting = 0;
 }
 
+/* Drops the response headers: arena entries are reused, the others freed. */
+static void headers_clear(struct h1_xfer *x)
+{
+	struct evkeyval *kv;
+	while ((kv = TAILQ_FIRST(&x->headers)) != NULL) {
+		TAILQ_REMOVE(&x->headers, kv, next);
+		if (x->harena == NULL || (char *)kv < x->harena ||
+		    (char *)kv >= x->harena + H1_HEADER_ARENA)
+			free(kv);
+	}
+	x->harena_used = 0;
+}
+
 static void xfer_destroy(struct h1_xfer *x)
 {
 	if (x == NULL)
@@ -473,7 +489,8 @@ static void xfer_destroy(struct h1_xfer *x)
 		event_free(x->tmo);
 	if (x->body_buf)
 		evbuffer_free(x->body_buf);
-	evhttp_clear_headers(&x->headers);
+	headers_clear(x);
+	free(x->harena);
 	free(x->body_copy);
 	free(x->head);
 	free(x);
@@ -487,10 +504,11 @@ static struct h1_xfer *xfer_alloc(struct h1client *c)
 		c->n_free--;
 		struct event *tmo = x->tmo;
 		struct evbuffer *b = x->body_buf;
-		char *head = x->head;
+		char *head = x->head, *harena = x->harena;
 		size_t cap = x->head_cap;
 		memset(x, 0, sizeof(*x));
 		x->tmo = tmo, x->body_buf = b, x->head = head, x->head_cap = cap;
+		x->harena = harena;
 	} else {
 		x = calloc(1, sizeof(*x));
 		if (x == NULL)
@@ -530,7 +548,7 @@ static void xfer_recycle(struct h1_xfer *x)
 	x->prev = x->next = NULL;
 	c->n_xfers--;
 	event_del(x->tmo);
-	evhttp_clear_headers(&x->headers);
+	headers_clear(x);
 	free(x->body_copy);
 	x->body_copy = NULL;
 	evbuffer_drain(x->body_buf, evbuffer_get_length(x->body_buf));
@@ -639,7 +657,7 @@ static int xfer_send(struct h1_xfer *x)
 /* Reset the response side, for a fresh attempt. */
 static void xfer_rewind(struct h1_xfer *x)
 {
-	evhttp_clear_headers(&x->headers);
+	headers_clear(x);
 	evbuffer_drain(x->body_buf, evbuffer_get_length(x->body_buf));
 	x->sent = 0;
 	x->writing = 1;
@@ -1041,18 +1059,23 @@ static int parse_header(struct h1_xfer *x, const char *l, size_t n)
 		return 0;
 	if (note_framing(x, l, kl, v, vn) < 0)
 		return -1;
-	/* evhttp_add_header would validate and copy again: the entry is built
-	 * here, with the allocator evhttp_clear_headers frees with (libevent's
-	 * default, malloc: turnout never replaces it). */
-	struct evkeyval *kv = malloc(sizeof(*kv));
-	char *key = malloc(kl + 1), *val = malloc(vn + 1);
-	if (kv == NULL || key == NULL || val == NULL) {
-		free(kv);
-		free(key);
-		free(val);
+	/* evhttp_add_header would validate and copy again (three mallocs): the
+	 * entry, its name and its value are built here in one piece, in the
+	 * transfer's arena while it has room. Only h1client frees them
+	 * (headers_clear); readers see a plain evkeyvalq. */
+	size_t need = (sizeof(struct evkeyval) + kl + 1 + vn + 1 + 15) & ~(size_t)15;
+	char *mem;
+	if (x->harena == NULL)
+		x->harena = malloc(H1_HEADER_ARENA);
+	if (x->harena != NULL && x->harena_used + need <= H1_HEADER_ARENA) {
+		mem = x->harena + x->harena_used;
+		x->harena_used += need;
+	} else if ((mem = malloc(need)) == NULL) {
 		snprintf(x->detail, sizeof(x->detail), "out of memory for a response header");
 		return -1;
 	}
+	struct evkeyval *kv = (struct evkeyval *)(void *)mem;
+	char *key = mem + sizeof(*kv), *val = key + kl + 1;
 	memcpy(key, l, kl);
 	key[kl] = '\0';
 	memcpy(val, v, vn);
@@ -1484,7 +1507,7 @@ static int head_put_slist(struct h1_xfer *x, const struct curl_slist *l, int *ow
 
 static int build_head(struct h1_xfer *x, const struct upstream_request *req, const char *path)
 {
-	char num[32];
+	char num[48]; /* "Content-Length: " + 20 digits + CRLF */
 	int own_host = 0;
 	size_t host_at;
 	x->head_len = 0;
@@ -1526,9 +1549,20 @@ static int build_head(struct h1_xfer *x, const struct upstream_request *req, con
 	size_t blen = req->body ? req->body_len : 0;
 	int with_body = blen > 0 || strcmp(req->method, "POST") == 0 ||
 	                strcmp(req->method, "PUT") == 0 || strcmp(req->method, "PATCH") == 0;
-	if (with_body) {
-		int n = snprintf(num, sizeof(num), "Content-Length: %zu\r\n", blen);
-		if (head_put(x, num, (size_t)n) < 0)
+	if (with_body) { /* digits by hand: snprintf costs 800 instructions a request */
+		char digits[24];
+		size_t nd = 0, n = 0;
+		do {
+			digits[nd++] = (char)('0' + blen % 10);
+			blen /= 10;
+		} while (blen);
+		memcpy(num, "Content-Length: ", 16);
+		n = 16;
+		while (nd)
+			num[n++] = digits[--nd];
+		num[n++] = '\r';
+		num[n++] = '\n';
+		if (head_put(x, num, n) < 0)
 			return -1;
 	}
 	return head_put(x, "\r\n", 2);

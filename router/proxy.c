@@ -265,9 +265,10 @@ void proxy_forward_headers(const struct front_req *req, const char *ip, const ch
 	const char *conn = front_req_header(req, "Connection");
 	const char *xff = NULL, *host = NULL, *xfh = NULL, *k, *v;
 	for (size_t n = 0; front_req_field(req, n, &k, &v); n++) {
-		int skip = proxy_is_hop_by_hop(k, conn);
+		int skip = proxy_is_hop_by_hop(k, conn), first = k[0] | 0x20;
 		for (size_t i = 0; !skip && i < sizeof(own) / sizeof(own[0]); i++) {
-			if (strcasecmp(k, own[i]) != 0)
+			/* most names differ at once: no strcasecmp call */
+			if ((own[i][0] | 0x20) != first || strcasecmp(k, own[i]) != 0)
 				continue;
 			skip = 1;
 			if (i == 1 && !host)
@@ -337,10 +338,12 @@ static void finish(struct proxy_req *pr)
 
 static int skip_response_header(const char *k, const char *conn)
 {
-	static const char *const own[] = {"Content-Length", "X-Turnout-Variant", "X-Request-Id"};
-	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-		if (strcasecmp(k, own[i]) == 0)
-			return 1;
+	int first = k[0] | 0x20; /* most names differ at once: no strcasecmp call */
+	if (first == 'c' && strcasecmp(k, "Content-Length") == 0)
+		return 1;
+	if (first == 'x' &&
+	    (strcasecmp(k, "X-Turnout-Variant") == 0 || strcasecmp(k, "X-Request-Id") == 0))
+		return 1;
 	return proxy_is_hop_by_hop(k, conn);
 }
 
@@ -372,10 +375,17 @@ static int response_headers(struct proxy_req *pr, const struct upstream_result *
 	/* 204 and 304 answers never carry a length to the client (RFC 9110 8.6) */
 	int framed = res->status != 204 && res->status != 304;
 	size_t body_len = evbuffer_get_length(res->body);
-	const char *conn = evhttp_find_header(from, "Connection");
+	const char *conn = NULL;
 	int head = front_req_is_head(pr->req);
 	int length_kept = 0;
 	const struct evkeyval *h;
+	TAILQ_FOREACH(h, from, next) /* the first Connection, as evhttp_find_header */
+	{
+		if ((h->key[0] | 0x20) == 'c' && strcasecmp(h->key, "Connection") == 0) {
+			conn = h->value;
+			break;
+		}
+	}
 	TAILQ_FOREACH(h, from, next)
 	{
 		int keep;
