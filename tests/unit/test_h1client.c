@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <sys/queue.h>
+
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -83,6 +85,7 @@ struct outcome {
 	size_t body_len;
 	char detail[256];
 	char link[64];
+	char all[16384]; /* every response header as "key: value\n", in order */
 	uint64_t elapsed_us;
 };
 
@@ -294,6 +297,16 @@ static void on_done(const struct upstream_result *res, void *arg)
 	snprintf(o->detail, sizeof(o->detail), "%s", res->detail);
 	const char *h = evhttp_find_header(res->headers, "Link");
 	snprintf(o->link, sizeof(o->link), "%s", h ? h : "");
+	size_t at = 0;
+	const struct evkeyval *kv;
+	o->all[0] = '\0';
+	TAILQ_FOREACH(kv, res->headers, next)
+	{
+		int n = snprintf(o->all + at, sizeof(o->all) - at, "%s: %s\n", kv->key, kv->value);
+		if (n < 0 || (size_t)n >= sizeof(o->all) - at)
+			break;
+		at += (size_t)n;
+	}
 	o->elapsed_us = res->elapsed_us;
 }
 
@@ -501,6 +514,38 @@ static void test_header_limits(void **state)
 	get(fx, "GET", 99, &o);
 	assert_int_equal(o.err, UPSTREAM_ERR_PROTOCOL);
 	assert_non_null(strstr(o.detail, "size limit"));
+}
+
+/*
+ * Many headers, past the transfer's 4 KiB header arena: every one arrives
+ * intact and in order (the arena's and the heap's entries alike), twice over
+ * a kept-alive connection so that a reused arena starts clean.
+ */
+static void test_many_headers(void **state)
+{
+	struct fixture *fx = *state;
+	struct outcome o;
+	size_t cap = 200 * 80 + 64;
+	char *r = malloc(cap), *want = malloc(cap);
+	size_t n = (size_t)snprintf(r, cap, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n");
+	size_t w = (size_t)snprintf(want, cap, "Content-Length: 2\n");
+	for (int i = 0; i < 200; i++) {
+		n += (size_t)snprintf(r + n, cap - n, "X-Header-%03d:  value %03d of the set \r\n",
+		                      i, i);
+		w += (size_t)snprintf(want + w, cap - w, "X-Header-%03d: value %03d of the set\n",
+		                      i, i);
+	}
+	snprintf(r + n, cap - n, "\r\nok");
+	srv_reply(&fx->srv, r);
+	for (int round = 0; round < 2; round++) {
+		get(fx, "GET", 1024, &o);
+		assert_int_equal(o.err, UPSTREAM_OK);
+		assert_int_equal(o.status, 200);
+		assert_string_equal(o.body, "ok");
+		assert_string_equal(o.all, want);
+	}
+	free(r);
+	free(want);
 }
 
 static void test_timeout(void **state)
@@ -1077,6 +1122,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_interim_and_no_body, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_garbage, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_header_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_many_headers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_idle_closed_by_peer, setup, teardown),
